@@ -1,0 +1,220 @@
+"""Plans: the changes to send, grouped into the fewest batches.
+
+A plan is deterministic: deals in ascending ID order, properties by name, at
+most ``batch_size`` deals a batch. Saved plans carry, per change, the value
+expected in HubSpot (``before``) and the value sent (``after``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler import __version__, schema
+from reconciler.errors import Finding, InvalidInputError, Location
+from reconciler.properties import load_json_file
+from reconciler.snapshot import id_order
+
+PLAN_FORMAT = "reconciler-plan"
+MAX_BATCH_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Change:
+    """One property of one deal going from ``before`` to ``after``."""
+
+    deal: str
+    property: str
+    type: str
+    field_type: str
+    before: str | None
+    after: str
+    location: Location | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The changes of at most ``batch_size`` deals, sent in one request."""
+
+    index: int
+    changes: tuple[Change, ...]
+
+    @property
+    def deals(self) -> list[str]:
+        return sorted({change.deal for change in self.changes}, key=id_order)
+
+    def request_body(self) -> list[dict[str, Any]]:
+        """The JSON array ``POST /deals/v1/batch-async/update`` expects."""
+        return build_request_body(self.changes)
+
+
+@dataclass
+class Plan:
+    """The batches to apply, and the deals whose values already match."""
+
+    batches: list[Batch]
+    unchanged_deals: int = 0
+    batch_size: int = MAX_BATCH_SIZE
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[Change]:
+        return [change for batch in self.batches for change in batch.changes]
+
+    @property
+    def deal_count(self) -> int:
+        return sum(len(batch.deals) for batch in self.batches)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.batches
+
+    def fingerprint(self) -> str:
+        """A digest of what the plan sends and expects; names one plan."""
+        payload = [
+            [c.deal, c.property, c.before, c.after] for c in self.changes
+        ]
+        digest = hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
+        return f"sha256:{digest}"
+
+
+def build_request_body(changes: Iterable[Change]) -> list[dict[str, Any]]:
+    """Group changes by deal into v1 batch-update entries, values as strings."""
+    by_deal: dict[str, list[Change]] = {}
+    for change in changes:
+        by_deal.setdefault(change.deal, []).append(change)
+    return [
+        {
+            "objectId": int(deal),
+            "properties": [
+                {"name": change.property, "value": change.after}
+                for change in sorted(by_deal[deal], key=lambda c: c.property)
+            ],
+        }
+        for deal in sorted(by_deal, key=id_order)
+    ]
+
+
+def build_plan(
+    changes: Sequence[Change], batch_size: int = MAX_BATCH_SIZE, unchanged: int = 0
+) -> Plan:
+    """Order changes and cut them into batches of at most ``batch_size`` deals."""
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch size must be 1 to {MAX_BATCH_SIZE}")
+    ordered = sorted(changes, key=lambda c: (id_order(c.deal), c.property))
+    deals = list(dict.fromkeys(change.deal for change in ordered))
+    batches = []
+    for start in range(0, len(deals), batch_size):
+        members = set(deals[start : start + batch_size])
+        chosen = tuple(change for change in ordered if change.deal in members)
+        batches.append(Batch(len(batches) + 1, chosen))
+    return Plan(batches, unchanged_deals=unchanged, batch_size=batch_size)
+
+
+# --- the saved plan file ----------------------------------------------------
+
+
+def plan_to_document(plan: Plan) -> dict[str, Any]:
+    """The saved plan as JSON data, in the shape of ``plan.schema.json``."""
+    return {
+        "format": PLAN_FORMAT,
+        "version": 1,
+        "tool_version": __version__,
+        "fingerprint": plan.fingerprint(),
+        "batch_size": plan.batch_size,
+        "summary": {
+            "deals": plan.deal_count,
+            "properties": len(plan.changes),
+            "batches": len(plan.batches),
+            "unchanged_deals": plan.unchanged_deals,
+        },
+        "batches": [
+            {
+                "index": batch.index,
+                "deals": [
+                    {
+                        "id": deal,
+                        "changes": [
+                            _change_to_json(change)
+                            for change in batch.changes
+                            if change.deal == deal
+                        ],
+                    }
+                    for deal in batch.deals
+                ],
+            }
+            for batch in plan.batches
+        ],
+    }
+
+
+def _change_to_json(change: Change) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "property": change.property,
+        "type": change.type,
+        "field_type": change.field_type,
+        "before": change.before,
+        "after": change.after,
+    }
+    if change.location is not None:
+        entry["source"] = {
+            "file": change.location.file,
+            "line": change.location.line,
+            "column": change.location.column,
+        }
+    return entry
+
+
+def render_plan_file(plan: Plan) -> str:
+    return json.dumps(plan_to_document(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a saved plan, refusing one that does not match the schema."""
+    data = load_json_file(path)
+    problems = schema.validate_document("plan", data)
+    if problems:
+        findings = [Finding(Location(str(path), 1, 1), p, "schema") for p in problems]
+        raise InvalidInputError(findings, f"{path} is not a valid saved plan")
+    batches = [
+        Batch(batch["index"], tuple(_changes_from_json(batch["deals"])))
+        for batch in data["batches"]
+    ]
+    plan = Plan(
+        batches,
+        unchanged_deals=data["summary"].get("unchanged_deals", 0),
+        batch_size=data["batch_size"],
+    )
+    if plan.fingerprint() != data["fingerprint"]:
+        finding = Finding(
+            Location(str(path), 1, 1),
+            "the plan was edited after it was made (its fingerprint does not match)",
+            "fingerprint",
+        )
+        raise InvalidInputError([finding], f"{path} is not a valid saved plan")
+    return plan
+
+
+def _changes_from_json(deals: list[dict[str, Any]]) -> Iterator[Change]:
+    for deal in deals:
+        for entry in deal["changes"]:
+            source = entry.get("source")
+            location = (
+                Location(source["file"], source["line"], source["column"])
+                if source
+                else None
+            )
+            yield Change(
+                deal=deal["id"],
+                property=entry["property"],
+                type=entry["type"],
+                field_type=entry["field_type"],
+                before=entry["before"],
+                after=entry["after"],
+                location=location,
+            )
