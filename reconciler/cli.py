@@ -1,0 +1,361 @@
+"""The command line: parse options, call one core function, render, exit."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from reconciler import __version__, commands, render
+from reconciler.errors import (
+    ExitCode,
+    InvalidInputError,
+    ReconcilerError,
+    StalePlanError,
+    UsageError,
+)
+from reconciler.plan import MAX_BATCH_SIZE, load_plan, render_plan_file
+from reconciler.snapshot import render_snapshot
+
+log = logging.getLogger("reconciler")
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+class _Group(TyperGroup):
+    """Maps every way a command can end onto the documented exit codes."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        code = _run_guarded(lambda: super(_Group, self).main(
+            *args, standalone_mode=False, **extra
+        ))
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _run_guarded(invoke: Any) -> int:
+    try:
+        result = invoke()
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except ReconcilerError as error:
+        _report_failure(error)
+        return error.exit_code
+    except Exception as error:
+        if _is_click_error(error):
+            error.show()  # type: ignore[attr-defined]
+            usage = getattr(error, "exit_code", 1) == CLICK_USAGE_EXIT
+            return ExitCode.USAGE if usage else ExitCode.ERROR
+        # A bug: say so briefly; -vv shows the traceback.
+        log.debug("unexpected failure", exc_info=True)
+        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return ExitCode.ERROR
+    return int(result or 0)
+
+
+# Typer raises click's exceptions, from click itself or from its own copy of
+# click in newer releases; both carry ``show()`` and click's exit code 2 for
+# usage errors.
+CLICK_USAGE_EXIT = 2
+
+
+def _is_click_error(error: Exception) -> bool:
+    return hasattr(error, "show") and hasattr(error, "exit_code")
+
+
+_output_format = Format.text
+
+
+def _report_failure(error: ReconcilerError) -> None:
+    fmt = _output_format.value
+    stream = sys.stdout if fmt == "json" else sys.stderr
+    if isinstance(error, InvalidInputError):
+        stream.write(render.render_findings(error.findings, error.summary, fmt))
+    elif isinstance(error, StalePlanError):
+        stream.write(render.render_error(str(error), error.drifts, fmt))
+    else:
+        stream.write(render.render_error(str(error), [], fmt))
+
+
+app = typer.Typer(
+    cls=_Group,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="HubSpot deal properties as code: validate, plan and apply.",
+)
+
+PathsArg = Annotated[
+    list[Path], typer.Argument(help="Desired-state YAML files or folders.")
+]
+PropertiesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--properties",
+        help="Property definitions JSON (v1 array or v3 results).",
+    ),
+]
+PipelinesOpt = Annotated[
+    Path | None, typer.Option("--pipelines", help="Deal pipelines JSON (v3 or v1).")
+]
+SnapshotOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--snapshot", help="Snapshot file or folder of pages (repeatable)."),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch-size", min=1, max=MAX_BATCH_SIZE, help="Deals per update request."
+    ),
+]
+RateOpt = Annotated[
+    int,
+    typer.Option("--rate", min=1, help="Requests per 10 seconds sent at the most."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"reconciler {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="-v requests, -vv payloads.")
+    ] = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _settings(
+    properties: Path | None = None,
+    pipelines: Path | None = None,
+    snapshot: list[Path] | None = None,
+    **options: Any,
+) -> commands.Settings:
+    return commands.Settings(
+        properties_file=properties,
+        pipelines_file=pipelines,
+        snapshot_paths=list(snapshot or []),
+        env=os.environ,
+        **options,
+    )
+
+
+def _use_format(fmt: Format) -> str:
+    global _output_format
+    _output_format = fmt
+    return fmt.value
+
+
+def _progress(message: str) -> None:
+    """Progress on a terminal only; quiet when piped or NO_COLOR is set."""
+    if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+        sys.stderr.write(f"\r\x1b[K{message}")
+        sys.stderr.flush()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write all of ``text`` or nothing: a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@app.command()
+def validate(
+    paths: PathsArg,
+    properties: PropertiesOpt = None,
+    pipelines: PipelinesOpt = None,
+    snapshot: SnapshotOpt = None,
+    fmt: FormatOpt = Format.text,
+) -> int:
+    """Check desired state against the schema and property definitions."""
+    out = _use_format(fmt)
+    result = commands.validate_paths(paths, _settings(properties, pipelines, snapshot))
+    sys.stdout.write(render.render_validation(len(result.state.deals), len(result.values), out))
+    return ExitCode.OK
+
+
+@app.command()
+def plan(
+    paths: PathsArg,
+    properties: PropertiesOpt = None,
+    pipelines: PipelinesOpt = None,
+    snapshot: SnapshotOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Save the plan as JSON here.")
+    ] = None,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending."),
+    ] = False,
+    batch_size: BatchOpt = MAX_BATCH_SIZE,
+    skip_missing: Annotated[
+        bool,
+        typer.Option("--skip-missing", help="Leave out deals HubSpot lacks; warn."),
+    ] = False,
+    fmt: FormatOpt = Format.text,
+) -> int:
+    """Diff desired state against HubSpot and show the batches to send."""
+    output = _use_format(fmt)
+    settings = _settings(
+        properties, pipelines, snapshot, batch_size=batch_size, skip_missing=skip_missing
+    )
+    result = commands.plan_paths(paths, settings)
+    if out is not None:
+        _write_atomically(out, render_plan_file(result))
+    sys.stdout.write(render.render_plan(result, output))
+    if detailed_exitcode and not result.is_empty:
+        return ExitCode.CHANGES_PENDING
+    return ExitCode.OK
+
+
+@app.command()
+def apply(
+    targets: Annotated[
+        list[Path], typer.Argument(help="A saved plan.json, or desired-state paths.")
+    ],
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Apply without asking.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Read back until HubSpot shows the values.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds --wait may take.")
+    ] = 600.0,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first rejected batch.")
+    ] = False,
+    properties: PropertiesOpt = None,
+    pipelines: PipelinesOpt = None,
+    batch_size: BatchOpt = MAX_BATCH_SIZE,
+    rate: RateOpt = 100,
+    fmt: FormatOpt = Format.text,
+) -> int:
+    """Apply a saved plan, or plan, confirm and apply desired state."""
+    output = _use_format(fmt)
+    settings = _settings(properties, pipelines, batch_size=batch_size, rate_limit=rate)
+    if len(targets) == 1 and targets[0].suffix == ".json":
+        the_plan = load_plan(targets[0])
+    else:
+        the_plan = commands.plan_paths(targets, settings)
+        if the_plan.is_empty:
+            sys.stdout.write(render.render_plan(the_plan, output))
+            return ExitCode.OK
+        if not auto_approve:
+            sys.stdout.write(render.render_plan(the_plan, output))
+            _confirm()
+    report = commands.apply_saved(
+        the_plan, settings, fail_fast=fail_fast, wait=wait, timeout=timeout,
+        progress=_progress,
+    )
+    _progress("")
+    sys.stdout.write(render.render_apply_report(report.to_dict(), output))
+    return report.exit_code
+
+
+def _confirm() -> None:
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "apply needs confirmation but input is not a terminal;"
+            " pass --auto-approve, or apply a saved plan"
+        )
+    answer = input("Apply these changes? Only 'yes' is accepted: ")
+    if answer.strip() != "yes":
+        raise ReconcilerError("apply cancelled; nothing was sent")
+
+
+@app.command()
+def snapshot(
+    paths: PathsArg,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to save it.")],
+    properties: PropertiesOpt = None,
+    pipelines: PipelinesOpt = None,
+) -> int:
+    """Save the live values of the managed deals and properties."""
+    result = commands.take_snapshot(paths, _settings(properties, pipelines))
+    _write_atomically(out, render_snapshot(result))
+    print(
+        f"Saved {len(result.deals)} deals to {out}"
+        + (f"; {len(result.missing)} not found" if result.missing else ""),
+        file=sys.stderr,
+    )
+    return ExitCode.OK
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8765,
+    seed: Annotated[
+        list[Path] | None, typer.Option("--seed", help="Snapshot to start from.")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Token to accept [default: $HUBSPOT_ACCESS_TOKEN]."),
+    ] = None,
+    properties: PropertiesOpt = None,
+    pipelines: PipelinesOpt = None,
+    delay: Annotated[
+        float, typer.Option("--delay", min=0, help="Seconds before updates show.")
+    ] = 0.0,
+    rate: Annotated[
+        str | None, typer.Option("--rate", help="Rate limit, e.g. 100/10s.")
+    ] = None,
+    log_file: Annotated[
+        Path | None, typer.Option("--log", help="JSON line per request here.")
+    ] = None,
+) -> int:
+    """Serve a HubSpot-compatible API on 127.0.0.1 for demos and CI."""
+    from reconciler.sandbox import parse_rate, run_sandbox
+
+    secret = token or os.environ.get("HUBSPOT_ACCESS_TOKEN")
+    if not secret:
+        raise UsageError("sandbox needs --token or HUBSPOT_ACCESS_TOKEN")
+    try:
+        limit = parse_rate(rate) if rate else None
+    except ValueError as error:
+        raise UsageError(f"--rate: {error}") from error
+    run_sandbox(port, list(seed or []), secret, properties, pipelines, delay, limit, log_file)
+    return ExitCode.OK
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,198 @@
+"""The work behind each command, free of any command-line concerns.
+
+Each function takes plain settings, does one command's job and returns a
+result for the renderer; expected failures are raised as ReconcilerError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from reconciler import properties
+from reconciler.apply import ApplyReport, Journal, apply_plan
+from reconciler.desired import DesiredState, load_desired
+from reconciler.diff import diff_values
+from reconciler.errors import InvalidInputError, ReconcilerError, UsageError
+from reconciler.hubspot import HubSpotClient, client_from_env
+from reconciler.plan import MAX_BATCH_SIZE, Change, Plan, build_plan
+from reconciler.properties import Definitions
+from reconciler.snapshot import Snapshot, load_snapshot, read_snapshot
+from reconciler.validate import DesiredValue, validate_state
+
+JOURNAL_PATH = Path(".reconciler") / "journal.jsonl"
+# Submissions older than this are assumed processed; HubSpot documents
+# "several minutes" for large batch-async updates.
+PENDING_WINDOW_SECONDS = 3600.0
+
+
+@dataclass
+class Settings:
+    """What every command may be told: inputs, limits and the environment."""
+
+    properties_file: Path | None = None
+    pipelines_file: Path | None = None
+    snapshot_paths: list[Path] = field(default_factory=list)
+    batch_size: int = MAX_BATCH_SIZE
+    rate_limit: int = 100
+    skip_missing: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    transport: httpx.BaseTransport | None = None
+    journal_path: Path = JOURNAL_PATH
+
+    def client(self) -> HubSpotClient | None:
+        return client_from_env(
+            self.env, transport=self.transport, rate_limit=self.rate_limit
+        )
+
+    def require_client(self, why: str) -> HubSpotClient:
+        client = self.client()
+        if client is None:
+            raise UsageError(f"{why} needs HUBSPOT_ACCESS_TOKEN to be set")
+        return client
+
+
+@dataclass
+class Validated:
+    """Desired state that passed every check."""
+
+    state: DesiredState
+    values: list[DesiredValue]
+    definitions: Definitions
+
+
+def load_definitions(settings: Settings, client: HubSpotClient | None) -> Definitions:
+    """Definitions from --properties, else the API, else the shipped standard."""
+    if settings.properties_file is not None:
+        props = properties.load_definitions(settings.properties_file)
+        props_source = str(settings.properties_file)
+    elif client is not None:
+        props = properties.parse_definitions(client.get_properties(), "HubSpot")
+        props_source = "HubSpot's property definitions"
+    else:
+        props = properties.load_definitions(None)
+        props_source = "the standard deal properties"
+    if settings.pipelines_file is not None:
+        pipelines = properties.load_pipelines(settings.pipelines_file)
+        pipes_source = str(settings.pipelines_file)
+    elif client is not None:
+        pipelines = properties.parse_pipelines(client.get_pipelines(), "HubSpot")
+        pipes_source = "HubSpot's pipelines"
+    else:
+        pipelines = properties.load_pipelines(None)
+        pipes_source = "the default pipeline"
+    return Definitions(props, pipelines, props_source, pipes_source)
+
+
+def validate_paths(paths: Sequence[Path], settings: Settings) -> Validated:
+    """``reconciler validate``: schema and property checks, all problems at once."""
+    state = load_desired(paths)
+    definitions = load_definitions(settings, settings.client())
+    snapshot = load_snapshot(settings.snapshot_paths) if settings.snapshot_paths else None
+    return Validated(state, validate_state(state, definitions, snapshot), definitions)
+
+
+def plan_paths(paths: Sequence[Path], settings: Settings) -> Plan:
+    """``reconciler plan``: validate, read the snapshot, diff and batch."""
+    state = load_desired(paths)
+    client = settings.client()
+    definitions = load_definitions(settings, client)
+    if settings.snapshot_paths:
+        snapshot = load_snapshot(settings.snapshot_paths)
+    elif client is not None:
+        # Fail on the desired state's own problems before reading HubSpot.
+        values = validate_state(state, definitions)
+        snapshot = read_snapshot(client, list(state.deals), _read_names(values))
+    else:
+        raise UsageError(
+            "plan needs --snapshot FILE, or HUBSPOT_ACCESS_TOKEN to read HubSpot"
+        )
+    values = validate_state(state, definitions, snapshot)
+    return _plan(state, values, snapshot, settings)
+
+
+def _read_names(values: Sequence[DesiredValue]) -> list[str]:
+    names = {value.property for value in values}
+    if names & {"dealstage", "pipeline"}:
+        names |= {"dealstage", "pipeline"}
+    return sorted(names)
+
+
+def _plan(
+    state: DesiredState,
+    values: list[DesiredValue],
+    snapshot: Snapshot,
+    settings: Settings,
+) -> Plan:
+    diff = diff_values(state, values, snapshot)
+    warnings = []
+    if diff.missing and not settings.skip_missing:
+        raise InvalidInputError(
+            diff.missing, f"{len(diff.missing)} deal(s) cannot be updated"
+        )
+    for finding in diff.missing:
+        warnings.append(f"skipped: {finding}")
+    changes = _annotate_pending(diff.changes, settings.journal_path)
+    plan = build_plan(changes, settings.batch_size, diff.unchanged_deals)
+    plan.warnings = warnings
+    return plan
+
+
+def _annotate_pending(changes: list[Change], journal_path: Path) -> list[Change]:
+    """Mark changes an earlier apply already submitted and HubSpot still shows."""
+    if not journal_path.exists():
+        return changes
+    journal = Journal(journal_path)
+    now = time.time()
+    annotated = []
+    for change in changes:
+        submitted = journal.pending(change.deal, change.property, change.after)
+        if submitted is not None and now - submitted < PENDING_WINDOW_SECONDS:
+            note = f"submitted {int(now - submitted)} s ago, awaiting processing"
+            change = dataclasses.replace(change, note=note)
+        annotated.append(change)
+    return annotated
+
+
+def take_snapshot(paths: Sequence[Path], settings: Settings) -> Snapshot:
+    """``reconciler snapshot``: the live values of the managed deals."""
+    state = load_desired(paths)
+    client = settings.require_client("snapshot")
+    definitions = load_definitions(settings, client)
+    values = validate_state(state, definitions)
+    return read_snapshot(client, list(state.deals), _read_names(values))
+
+
+def apply_saved(
+    plan: Plan,
+    settings: Settings,
+    *,
+    fail_fast: bool,
+    wait: bool,
+    timeout: float,
+    progress: Callable[[str], None] | None = None,
+) -> ApplyReport:
+    """``reconciler apply``: check the plan is fresh and unused, then send it."""
+    client = settings.require_client("apply")
+    journal = Journal(settings.journal_path)
+    applied_at = journal.was_applied(plan.fingerprint())
+    if applied_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(applied_at))
+        raise ReconcilerError(
+            f"this plan was already applied at {when}; make a new plan"
+        )
+    return apply_plan(
+        plan,
+        client,
+        fail_fast=fail_fast,
+        wait=wait,
+        timeout=timeout,
+        journal=journal,
+        progress=progress,
+    )
+

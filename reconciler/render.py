@@ -1,0 +1,161 @@
+"""Rendering results for people (text, Markdown) and machines (JSON).
+
+Every format a command offers comes from FORMATS; JSON goes to stdout alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from reconciler.errors import Finding
+from reconciler.plan import Batch, Change, Plan, plan_to_document
+from reconciler.properties import PropertyDefinition, display_value
+
+FORMATS = ("text", "markdown", "json")
+
+
+def _shown(change: Change, wire: str | None) -> str:
+    definition = PropertyDefinition(change.property, change.type, change.field_type)
+    return display_value(definition, wire)
+
+
+PLURALS = {"property": "properties", "batch": "batches"}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun if count == 1 else PLURALS.get(noun, noun + 's')}"
+
+
+def plan_summary(plan: Plan) -> str:
+    if plan.is_empty:
+        return (
+            "No changes. HubSpot already holds the desired values"
+            f" ({_plural(plan.unchanged_deals, 'deal')} checked)."
+        )
+    return (
+        f"Plan: {_plural(plan.deal_count, 'deal')} to update,"
+        f" {_plural(len(plan.changes), 'property')} to change"
+        f" in {_plural(len(plan.batches), 'batch')};"
+        f" {_plural(plan.unchanged_deals, 'deal')} unchanged."
+    )
+
+
+# --- plans ---------------------------------------------------------------------
+
+
+def render_plan(plan: Plan, fmt: str) -> str:
+    """The plan for review, in the named format."""
+    renderers: dict[str, Callable[[Plan], str]] = {
+        "text": _plan_text,
+        "markdown": _plan_markdown,
+        "json": lambda p: json.dumps(plan_to_document(p), indent=2) + "\n",
+    }
+    return renderers[fmt](plan)
+
+
+def _plan_text(plan: Plan) -> str:
+    lines: list[str] = []
+    if not plan.is_empty:
+        lines.append("reconciler will update these deals:")
+        lines.append("")
+    for batch in plan.batches:
+        lines.append(f"# batch {batch.index} ({_plural(len(batch.deals), 'deal')})")
+        for deal, changes in _by_deal(batch):
+            lines.extend(_deal_text(deal, changes))
+        lines.append("")
+    lines.extend(plan.warnings)
+    lines.append(plan_summary(plan))
+    return "\n".join(lines) + "\n"
+
+
+def _by_deal(batch: Batch) -> Iterable[tuple[str, list[Change]]]:
+    for deal in batch.deals:
+        yield deal, [change for change in batch.changes if change.deal == deal]
+
+
+def _deal_text(deal: str, changes: list[Change]) -> list[str]:
+    located = [change.location for change in changes if change.location]
+    where = min(located, key=lambda loc: loc.line) if located else None
+    lines = [f"  ~ deal {deal}" + (f"  ({where.file}:{where.line})" if where else "")]
+    width = max(len(change.property) for change in changes)
+    for change in changes:
+        before, after = _shown(change, change.before), _shown(change, change.after)
+        line = f"      {change.property.ljust(width)}  {before} -> {after}"
+        if change.note:
+            line += f"  [{change.note}]"
+        lines.append(line)
+    return lines
+
+
+def _plan_markdown(plan: Plan) -> str:
+    lines = ["### reconciler plan", ""]
+    if not plan.is_empty:
+        lines += ["| deal | property | before | after | source |", "|---|---|---|---|---|"]
+    for change in plan.changes:
+        where = change.location
+        source = f"`{where.file}:{where.line}`" if where else ""
+        before, after = _shown(change, change.before), _shown(change, change.after)
+        note = f" ({change.note})" if change.note else ""
+        lines.append(
+            f"| {change.deal} | `{change.property}` | {_cell(before)} |"
+            f" {_cell(after)}{note} | {source} |"
+        )
+    lines += ["", *plan.warnings, f"**{plan_summary(plan)}**"]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --- findings --------------------------------------------------------------------
+
+
+def render_findings(findings: list[Finding], summary: str, fmt: str) -> str:
+    """Problems, one a line, each led by file:line:col."""
+    if fmt == "json":
+        document = {"ok": False, "summary": summary, "problems": _findings_json(findings)}
+        return json.dumps(document, indent=2) + "\n"
+    if fmt == "markdown":
+        lines = [f"- `{f.location}` {_subject(f)}{f.message}" for f in findings]
+        return "\n".join([f"**{summary}**", "", *lines]) + "\n"
+    return "\n".join([*(str(f) for f in findings), summary]) + "\n"
+
+
+def _subject(finding: Finding) -> str:
+    parts = []
+    if finding.deal:
+        parts.append(f"deal {finding.deal}")
+    if finding.property:
+        parts.append(f"property `{finding.property}`")
+    return f"{', '.join(parts)}: " if parts else ""
+
+
+def _findings_json(findings: list[Finding]) -> list[dict[str, Any]]:
+    return [
+        {
+            "file": f.location.file if f.location else None,
+            "line": f.location.line if f.location else None,
+            "column": f.location.column if f.location else None,
+            "deal": f.deal,
+            "property": f.property,
+            "rule": f.rule,
+            "message": f.message,
+        }
+        for f in findings
+    ]
+
+
+def render_error(message: str, details: list[str], fmt: str) -> str:
+    """A command's failure that is not a list of input problems."""
+    if fmt == "json":
+        return json.dumps({"ok": False, "error": message, "details": details}) + "\n"
+    return "\n".join([f"error: {message}", *(f"  {d}" for d in details)]) + "\n"
+
+
+def render_validation(deals: int, values: int, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps({"ok": True, "deals": deals, "properties": values}) + "\n"
+    return f"Valid: {_plural(deals, 'deal')}, {values} property values.\n"

@@ -1,0 +1,282 @@
+"""Validation of desired state: the JSON Schema, then every value against
+its property definition and the deal's pipeline.
+
+Every problem is collected as a Finding; nothing stops at the first one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler import schema
+from reconciler.desired import (
+    DesiredDeal,
+    DesiredState,
+    Document,
+    Mapping,
+    Node,
+    Sequence_,
+)
+from reconciler.errors import Finding, InvalidInputError, Location
+from reconciler.properties import (
+    Definitions,
+    Pipeline,
+    PropertyDefinition,
+    Scalar,
+    ValueProblem,
+    suggest,
+    to_wire,
+)
+from reconciler.snapshot import Snapshot
+
+YAML12_INT = re.compile(r"[-+]?[0-9]+")
+YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class DesiredValue:
+    """A checked desired value, ready to diff: the wire string HubSpot gets."""
+
+    deal: str
+    property: str
+    wire: str
+    definition: PropertyDefinition
+    location: Location
+
+
+def validate_state(
+    state: DesiredState, definitions: Definitions, snapshot: Snapshot | None = None
+) -> list[DesiredValue]:
+    """Check everything; return the values or raise with every problem found."""
+    findings = [f for document in state.documents for f in check_schema(document)]
+    values: list[DesiredValue] = []
+    for deal in state.ordered_deals():
+        deal_values, problems = check_deal(deal, definitions, snapshot)
+        values.extend(deal_values)
+        findings.extend(problems)
+    if findings:
+        raise InvalidInputError(findings)
+    return values
+
+
+# --- the schema ----------------------------------------------------------------
+
+
+def check_schema(document: Document) -> list[Finding]:
+    """Schema violations of one file, each placed at the value at fault."""
+    if document.root is None or (
+        isinstance(document.root, Scalar) and document.root.is_null()
+    ):
+        location = Location(document.path, 1, 1)
+        return [Finding(location, "the file is empty; it needs a deals mapping", "schema")]
+    findings = []
+    for path, message in schema.iter_problems("deals", as_json(document.root)):
+        node = _node_at(document.root, path)
+        deal = str(path[1]) if len(path) > 1 and path[0] == "deals" else None
+        prop = str(path[2]) if len(path) > 2 else None
+        findings.append(
+            Finding(node.location, _schema_message(path, message), "schema", deal, prop)
+        )
+    return findings
+
+
+def _schema_message(path: tuple[str | int, ...], message: str) -> str:
+    if path == ("deals",) and "does not match '^[0-9]+$'" in message:
+        return f"deal IDs are whole numbers: {message.split(' does not')[0]} is not one"
+    if not path:
+        return f"top level: {message}"
+    return message
+
+
+def as_json(node: Node) -> Any:
+    """The data a YAML 1.2 (core schema) loader would build, for the schema."""
+    if isinstance(node, Mapping):
+        return {key.text: as_json(value) for key, value in node.items}
+    if isinstance(node, Sequence_):
+        return [as_json(item) for item in node.items]
+    return _resolve(node)
+
+
+def _resolve(scalar: Scalar) -> Any:
+    if not scalar.plain:
+        return scalar.text
+    text = scalar.text
+    if scalar.is_null():
+        return None
+    if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
+        return text.lower() == "true"
+    if YAML12_INT.fullmatch(text):
+        return int(text)
+    if YAML12_FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _node_at(root: Node, path: tuple[str | int, ...]) -> Node:
+    node = root
+    for part in path:
+        if isinstance(node, Mapping):
+            found = [value for key, value in node.items if key.text == part]
+            if not found:
+                break
+            node = found[0]
+        elif isinstance(node, Sequence_) and isinstance(part, int):
+            node = node.items[part]
+    return node
+
+
+# --- property definitions --------------------------------------------------------
+
+
+def check_deal(
+    deal: DesiredDeal, definitions: Definitions, snapshot: Snapshot | None
+) -> tuple[list[DesiredValue], list[Finding]]:
+    """The wire values of one deal, and the problems of the rest."""
+    values: list[DesiredValue] = []
+    findings: list[Finding] = []
+    for key, node in deal.properties:
+        if isinstance(node, Mapping):
+            continue  # the schema check reports nested mappings
+        definition, problem = _definition_for(key, definitions)
+        if definition is None:
+            findings.append(Finding(key.location, problem, "property", deal.id, key.text))
+            continue
+        try:
+            wire = to_wire(definition, _scalars(node))
+        except ValueProblem as error:
+            location = node.location
+            findings.append(Finding(location, str(error), "value", deal.id, key.text))
+            continue
+        values.append(DesiredValue(deal.id, key.text, wire, definition, node.location))
+    findings.extend(check_stages(deal.id, values, definitions, snapshot))
+    return values, findings
+
+
+def _scalars(node: Node) -> Scalar | list[Scalar]:
+    if isinstance(node, Sequence_):
+        return [item for item in node.items if isinstance(item, Scalar)]
+    assert isinstance(node, Scalar)
+    return node
+
+
+def _definition_for(
+    key: Scalar, definitions: Definitions
+) -> tuple[PropertyDefinition | None, str]:
+    definition = definitions.properties.get(key.text)
+    if definition is None:
+        writable = [d.name for d in definitions.properties.values() if _writable(d)]
+        close = suggest(key.text, writable)
+        hint = f' (did you mean "{close}"?)' if close else ""
+        source = definitions.properties_source
+        return None, f'unknown property "{key.text}" in {source}{hint}'
+    if definition.calculated:
+        return None, f'"{key.text}" is calculated by HubSpot and read-only'
+    if definition.read_only:
+        return None, f'"{key.text}" is read-only; HubSpot sets its value'
+    return definition, ""
+
+
+def _writable(definition: PropertyDefinition) -> bool:
+    return not (definition.read_only or definition.calculated)
+
+
+# --- pipelines and stages -------------------------------------------------------
+
+
+def check_stages(
+    deal_id: str,
+    values: list[DesiredValue],
+    definitions: Definitions,
+    snapshot: Snapshot | None,
+) -> Iterator[Finding]:
+    """``dealstage`` must be a stage of the pipeline the deal will be in."""
+    wanted = {value.property: value for value in values}
+    pipelines = definitions.pipelines
+    pipeline_value = wanted.get("pipeline")
+    stage_value = wanted.get("dealstage")
+    current_pipeline = snapshot.value(deal_id, "pipeline") if snapshot else None
+
+    for value in (pipeline_value, stage_value):
+        if value is not None and value.wire == "":
+            yield _stage_finding(value, f"{value.property} cannot be cleared")
+    if pipeline_value and pipeline_value.wire:
+        if pipeline_value.wire not in pipelines:
+            yield _stage_finding(
+                pipeline_value, _unknown_pipeline(pipeline_value.wire, definitions)
+            )
+            return
+    target = pipeline_value.wire if pipeline_value else current_pipeline
+    if stage_value and stage_value.wire:
+        problem = _stage_problem(stage_value.wire, target, deal_id, pipelines)
+        if problem:
+            yield _stage_finding(stage_value, problem)
+    elif pipeline_value and pipeline_value.wire and snapshot is not None:
+        current_stage = snapshot.value(deal_id, "dealstage")
+        new = pipelines[pipeline_value.wire]
+        if current_stage and current_stage not in new.stage_ids():
+            yield _stage_finding(
+                pipeline_value,
+                f'pipeline changes to "{new.id}" but the current stage'
+                f' "{current_stage}" is not in it; set dealstage too',
+            )
+
+
+def _stage_finding(value: DesiredValue, message: str) -> Finding:
+    return Finding(value.location, message, "stage", value.deal, value.property)
+
+
+def _unknown_pipeline(text: str, definitions: Definitions) -> str:
+    for pipeline in definitions.pipelines.values():
+        if pipeline.label == text:
+            return f'"{text}" is a pipeline label; use its ID "{pipeline.id}"'
+    known = ", ".join(f'"{p}"' for p in sorted(definitions.pipelines))
+    return f'"{text}" is not a pipeline in {definitions.pipelines_source}: {known}'
+
+
+def _stage_problem(
+    stage: str, target: str | None, deal_id: str, pipelines: dict[str, Pipeline] | Any
+) -> str | None:
+    owners = [p for p in pipelines.values() if stage in p.stage_ids()]
+    if target in pipelines and stage in pipelines[target].stage_ids():
+        return None
+    if target not in pipelines and owners:
+        return None  # the deal's pipeline is not known; the stage exists
+    if owners:
+        owner = owners[0]
+        return (
+            f'stage "{stage}" belongs to pipeline "{owner.id}" ({owner.label}) but'
+            f' deal {deal_id} is in "{target}"; set pipeline too'
+        )
+    return _not_a_stage(stage, target, pipelines)
+
+
+def _not_a_stage(stage: str, target: str | None, pipelines: Any) -> str:
+    scope = [pipelines[target]] if target in pipelines else list(pipelines.values())
+    labelled = [
+        (p, s) for p in pipelines.values() for s in p.stages if s.label == stage
+    ]
+    in_scope = [(p, s) for p, s in labelled if p in scope]
+    if in_scope:
+        pipeline, found = in_scope[0]
+        message = (
+            f'"{stage}" is a stage label; the internal ID in pipeline'
+            f' "{pipeline.id}" is "{found.id}"'
+        )
+        if len(labelled) > 1:
+            message += (
+                f" (the label is ambiguous: {len(labelled)} pipelines have a"
+                f' "{stage}" stage)'
+            )
+        return message
+    ids = [s.id for p in scope for s in p.stages]
+    close = suggest(stage, ids)
+    if close:
+        return (
+            f'"{stage}" is not a stage ID (IDs are case-sensitive;'
+            f' did you mean "{close}"?)'
+        )
+    where = f'pipeline "{target}"' if target in pipelines else "any pipeline"
+    return f'"{stage}" is not a stage of {where}'
