@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -29,17 +30,41 @@ def _validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator(load_schema(kind))
 
 
-def iter_problems(kind: str, data: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    """Every schema violation as (path to the value, message), in path order."""
-    errors = _validator(kind).iter_errors(data)
-    found = [(tuple(error.absolute_path), error.message) for error in errors]
-    return sorted(found, key=lambda item: [str(part) for part in item[0]])
+@dataclass(frozen=True)
+class SchemaProblem:
+    """One violation: where (the JSON path, and the key at fault if any) and why."""
+
+    path: tuple[str | int, ...]
+    message: str
+    rule: str
+    key: str | None = None
+
+
+def iter_problems(kind: str, data: Any) -> list[SchemaProblem]:
+    """Every schema violation, one per offending key, in path order."""
+    found: list[SchemaProblem] = []
+    for error in _validator(kind).iter_errors(data):
+        path = tuple(error.absolute_path)
+        rule = str(error.validator)
+        if "propertyNames" in error.relative_schema_path:
+            rule = "propertyNames"
+        if rule == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = error.schema.get("properties", {})
+            for key in error.instance:
+                if key not in allowed:
+                    found.append(SchemaProblem(path, f"unexpected key {key!r}", rule, key))
+        elif rule == "propertyNames":
+            found.append(SchemaProblem(path, error.message, rule, str(error.instance)))
+        else:
+            found.append(SchemaProblem(path, error.message, rule))
+    return sorted(found, key=lambda p: ([str(part) for part in p.path], p.key or ""))
 
 
 def validate_document(kind: str, data: Any) -> list[str]:
     """Schema violations as readable strings, each led by its JSON path."""
     return [
-        f"{_json_path(path)}: {message}" for path, message in iter_problems(kind, data)
+        f"{_json_path(problem.path)}: {problem.message}"
+        for problem in iter_problems(kind, data)
     ]
 
 

@@ -73,22 +73,37 @@ def check_schema(document: Document) -> list[Finding]:
         location = Location(document.path, 1, 1)
         return [Finding(location, "the file is empty; it needs a deals mapping", "schema")]
     findings = []
-    for path, message in schema.iter_problems("deals", as_json(document.root)):
-        node = _node_at(document.root, path)
+    for problem in schema.iter_problems("deals", as_json(document.root)):
+        path = problem.path
+        node = _node_at(document.root, path, problem.key)
         deal = str(path[1]) if len(path) > 1 and path[0] == "deals" else None
         prop = str(path[2]) if len(path) > 2 else None
-        findings.append(
-            Finding(node.location, _schema_message(path, message), "schema", deal, prop)
-        )
+        message = _schema_message(problem)
+        findings.append(Finding(node.location, message, "schema", deal, prop))
     return findings
 
 
-def _schema_message(path: tuple[str | int, ...], message: str) -> str:
-    if path == ("deals",) and "does not match '^[0-9]+$'" in message:
-        return f"deal IDs are whole numbers: {message.split(' does not')[0]} is not one"
-    if not path:
-        return f"top level: {message}"
-    return message
+def _schema_message(problem: schema.SchemaProblem) -> str:
+    depth = len(problem.path)
+    if problem.rule == "propertyNames" and problem.path == ("deals",):
+        return f"deal IDs are whole numbers: {problem.key!r} is not one"
+    if problem.rule == "additionalProperties" and depth == 0:
+        return (
+            f"unexpected top-level key {problem.key!r}; a file holds"
+            " 'version' and 'deals'"
+        )
+    if problem.path == ("version",):
+        return "version must be 1"
+    if depth == 0 or problem.path == ("deals",):
+        return "a desired-state file is a mapping with a 'deals' mapping inside"
+    if depth == 2:
+        return "a deal is a mapping of property names to values"
+    if depth >= 3:
+        return (
+            "a value is text, a number, true/false, null, or a list of these"
+            " (for multi-select properties)"
+        )
+    return problem.message
 
 
 def as_json(node: Node) -> Any:
@@ -115,17 +130,29 @@ def _resolve(scalar: Scalar) -> Any:
     return text
 
 
-def _node_at(root: Node, path: tuple[str | int, ...]) -> Node:
+def _node_at(root: Node, path: tuple[str | int, ...], key: str | None) -> Node:
+    """The node a schema path points at; the key itself when one is at fault."""
     node = root
     for part in path:
-        if isinstance(node, Mapping):
-            found = [value for key, value in node.items if key.text == part]
-            if not found:
-                break
-            node = found[0]
-        elif isinstance(node, Sequence_) and isinstance(part, int):
-            node = node.items[part]
+        child = _child(node, part)
+        if child is None:
+            return node
+        node = child
+    if key is not None and isinstance(node, Mapping):
+        for candidate, _ in node.items:
+            if candidate.text == key:
+                return candidate
     return node
+
+
+def _child(node: Node, part: str | int) -> Node | None:
+    if isinstance(node, Mapping):
+        for key, value in node.items:
+            if key.text == part:
+                return value
+    if isinstance(node, Sequence_) and isinstance(part, int) and part < len(node.items):
+        return node.items[part]
+    return None
 
 
 # --- property definitions --------------------------------------------------------
