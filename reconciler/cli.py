@@ -36,10 +36,10 @@ class Format(str, enum.Enum):
 class _Group(TyperGroup):
     """Maps every way a command can end onto the documented exit codes."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **extra: Any) -> Any:
-        code = _run_guarded(lambda: super(_Group, self).main(
-            *args, standalone_mode=False, **extra
-        ))
+    def main(self, *args: Any, **extra: Any) -> Any:
+        standalone_mode = extra.pop("standalone_mode", True)
+        extra["standalone_mode"] = False
+        code = _run_guarded(lambda: super(_Group, self).main(*args, **extra))
         if standalone_mode:
             sys.exit(code)
         return code
@@ -137,11 +137,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     verbose: Annotated[
-        int, typer.Option("-v", "--verbose", count=True, help="-v requests, -vv payloads.")
+        int,
+        typer.Option("-v", "--verbose", count=True, help="-v requests, -vv payloads."),
     ] = 0,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     _configure_logging(verbose)
@@ -208,7 +211,9 @@ def validate(
     """Check desired state against the schema and property definitions."""
     out = _use_format(fmt)
     result = commands.validate_paths(paths, _settings(properties, pipelines, snapshot))
-    sys.stdout.write(render.render_validation(len(result.state.deals), len(result.values), out))
+    sys.stdout.write(
+        render.render_validation(len(result.state.deals), len(result.values), out)
+    )
     return ExitCode.OK
 
 
@@ -235,7 +240,11 @@ def plan(
     """Diff desired state against HubSpot and show the batches to send."""
     output = _use_format(fmt)
     settings = _settings(
-        properties, pipelines, snapshot, batch_size=batch_size, skip_missing=skip_missing
+        properties,
+        pipelines,
+        snapshot,
+        batch_size=batch_size,
+        skip_missing=skip_missing,
     )
     result = commands.plan_paths(paths, settings)
     if out is not None:
@@ -283,7 +292,11 @@ def apply(
             sys.stdout.write(render.render_plan(the_plan, output))
             _confirm()
     report = commands.apply_saved(
-        the_plan, settings, fail_fast=fail_fast, wait=wait, timeout=timeout,
+        the_plan,
+        settings,
+        fail_fast=fail_fast,
+        wait=wait,
+        timeout=timeout,
         progress=_progress,
     )
     _progress("")
@@ -328,7 +341,9 @@ def sandbox(
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option("--token", help="Token to accept [default: $HUBSPOT_ACCESS_TOKEN]."),
+        typer.Option(
+            "--token", help="Token to accept [default: $HUBSPOT_ACCESS_TOKEN]."
+        ),
     ] = None,
     properties: PropertiesOpt = None,
     pipelines: PipelinesOpt = None,
@@ -352,7 +367,9 @@ def sandbox(
         limit = parse_rate(rate) if rate else None
     except ValueError as error:
         raise UsageError(f"--rate: {error}") from error
-    run_sandbox(port, list(seed or []), secret, properties, pipelines, delay, limit, log_file)
+    run_sandbox(
+        port, list(seed or []), secret, properties, pipelines, delay, limit, log_file
+    )
     return ExitCode.OK
 
 

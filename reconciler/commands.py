@@ -93,7 +93,9 @@ def validate_paths(paths: Sequence[Path], settings: Settings) -> Validated:
     """``reconciler validate``: schema and property checks, all problems at once."""
     state = load_desired(paths)
     definitions = load_definitions(settings, settings.client())
-    snapshot = load_snapshot(settings.snapshot_paths) if settings.snapshot_paths else None
+    snapshot = (
+        load_snapshot(settings.snapshot_paths) if settings.snapshot_paths else None
+    )
     return Validated(state, validate_state(state, definitions, snapshot), definitions)
 
 
@@ -195,4 +197,3 @@ def apply_saved(
         journal=journal,
         progress=progress,
     )
-

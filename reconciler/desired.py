@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
@@ -43,7 +43,7 @@ class Sequence_:
     location: Location
 
 
-Node = Union[Scalar, Mapping, Sequence_]
+Node = Scalar | Mapping | Sequence_
 
 
 @dataclass
@@ -227,7 +227,9 @@ def read_document(path: Path) -> tuple[Document, list[Finding]]:
         mark = error.problem_mark or error.context_mark
         location = reader.where(mark) if mark else Location(name, 1, 1)
         problem = " ".join(filter(None, [error.context, error.problem]))
-        return Document(name, None), [Finding(location, f"YAML syntax: {problem}", "syntax")]
+        return Document(name, None), [
+            Finding(location, f"YAML syntax: {problem}", "syntax")
+        ]
     except yaml.YAMLError as error:
         return Document(name, None), [_at(path, f"YAML error: {error}", "syntax")]
     return Document(name, root), reader.findings

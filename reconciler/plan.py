@@ -76,9 +76,7 @@ class Plan:
 
     def fingerprint(self) -> str:
         """A digest of what the plan sends and expects; names one plan."""
-        payload = [
-            [c.deal, c.property, c.before, c.after] for c in self.changes
-        ]
+        payload = [[c.deal, c.property, c.before, c.after] for c in self.changes]
         digest = hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
         return f"sha256:{digest}"
 
@@ -108,7 +106,7 @@ def build_plan(
         raise ValueError(f"batch size must be 1 to {MAX_BATCH_SIZE}")
     ordered = sorted(changes, key=lambda c: (id_order(c.deal), c.property))
     deals = list(dict.fromkeys(change.deal for change in ordered))
-    batches = []
+    batches: list[Batch] = []
     for start in range(0, len(deals), batch_size):
         members = set(deals[start : start + batch_size])
         chosen = tuple(change for change in ordered if change.deal in members)

@@ -173,7 +173,9 @@ def load_pipelines(path: Path | None) -> dict[str, Pipeline]:
 
 
 def _packaged(name: str) -> Any:
-    text = resources.files("reconciler").joinpath("data", name).read_text("utf-8")
+    text = (
+        resources.files("reconciler").joinpath("data").joinpath(name).read_text("utf-8")
+    )
     return json.loads(text)
 
 
@@ -219,7 +221,9 @@ def to_wire(definition: PropertyDefinition, value: Scalar | list[Scalar]) -> str
 
 
 def _string_wire(definition: PropertyDefinition, value: Scalar) -> str:
-    bad = [char for char in value.text if not char.isprintable() and char not in "\t\n\r"]
+    bad = [
+        char for char in value.text if not char.isprintable() and char not in "\t\n\r"
+    ]
     if bad:
         raise ValueProblem(f"contains the control character {bad[0]!r}")
     return value.text
@@ -377,7 +381,9 @@ def _enumeration_wire(definition: PropertyDefinition, value: Scalar) -> str:
     return value.text
 
 
-def _multi_select_wire(definition: PropertyDefinition, value: Scalar | list[Scalar]) -> str:
+def _multi_select_wire(
+    definition: PropertyDefinition, value: Scalar | list[Scalar]
+) -> str:
     if isinstance(value, list):
         items = [item.text.strip() for item in value if not item.is_null()]
     else:
@@ -426,7 +432,9 @@ _CONVERTERS = {
 # --- comparing values by meaning -----------------------------------------
 
 
-def same_value(definition: PropertyDefinition | None, current: str | None, wire: str) -> bool:
+def same_value(
+    definition: PropertyDefinition | None, current: str | None, wire: str
+) -> bool:
     """Whether HubSpot's ``current`` value already means the desired ``wire``.
 
     ``None``, ``""`` and an absent value are all empty; numbers compare as
@@ -514,9 +522,9 @@ def check_wire_value(definition: PropertyDefinition, wire: str) -> str | None:
             return f"{wire} is not a valid date."
         if int(wire) % MS_PER_DAY:
             return f"{wire} is at {_time_of_day(int(wire))} UTC, not midnight!"
-    if kind == "datetime" and not wire.lstrip("-").isdigit():
-        if ISO_TIMESTAMP.fullmatch(wire) is None:
-            return f"{wire} is not a valid datetime."
+    is_instant = wire.lstrip("-").isdigit() or ISO_TIMESTAMP.fullmatch(wire)
+    if kind == "datetime" and not is_instant:
+        return f"{wire} is not a valid datetime."
     if kind == "bool" and wire not in ("true", "false"):
         return f"{wire} is not a valid boolean."
     if kind == "enumeration" and definition.options:

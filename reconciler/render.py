@@ -21,7 +21,7 @@ def _shown(change: Change, wire: str | None) -> str:
     return display_value(definition, wire)
 
 
-PLURALS = {"property": "properties", "batch": "batches"}
+PLURALS = {"property": "properties", "batch": "batches", "retry": "retries"}
 
 
 def _plural(count: int, noun: str) -> str:
@@ -92,7 +92,10 @@ def _deal_text(deal: str, changes: list[Change]) -> list[str]:
 def _plan_markdown(plan: Plan) -> str:
     lines = ["### reconciler plan", ""]
     if not plan.is_empty:
-        lines += ["| deal | property | before | after | source |", "|---|---|---|---|---|"]
+        lines += [
+            "| deal | property | before | after | source |",
+            "|---|---|---|---|---|",
+        ]
     for change in plan.changes:
         where = change.location
         source = f"`{where.file}:{where.line}`" if where else ""
@@ -116,7 +119,11 @@ def _cell(text: str) -> str:
 def render_findings(findings: list[Finding], summary: str, fmt: str) -> str:
     """Problems, one a line, each led by file:line:col."""
     if fmt == "json":
-        document = {"ok": False, "summary": summary, "problems": _findings_json(findings)}
+        document = {
+            "ok": False,
+            "summary": summary,
+            "problems": _findings_json(findings),
+        }
         return json.dumps(document, indent=2) + "\n"
     if fmt == "markdown":
         lines = [f"- `{f.location}` {_subject(f)}{f.message}" for f in findings]
@@ -159,3 +166,81 @@ def render_validation(deals: int, values: int, fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"ok": True, "deals": deals, "properties": values}) + "\n"
     return f"Valid: {_plural(deals, 'deal')}, {values} property values.\n"
+
+
+# --- apply reports -------------------------------------------------------------
+
+
+def render_apply_report(report: dict[str, Any], fmt: str) -> str:
+    """What an apply did: every batch, every rejected deal, the verify state."""
+    if fmt == "json":
+        return json.dumps(report, indent=2) + "\n"
+    lines = _apply_lines(report)
+    if fmt == "markdown":
+        lines = ["### reconciler apply", "", *(f"- {line}" for line in lines[:-1])]
+        lines += ["", f"**{_apply_summary(report)}**"]
+    return "\n".join(lines) + "\n"
+
+
+def _apply_lines(report: dict[str, Any]) -> list[str]:
+    lines = [_batch_line(batch) for batch in report["batches"]]
+    for rejected in report["rejected"]:
+        lines.append(_rejected_line(rejected))
+    if report.get("stop_reason"):
+        lines.append(f"stopped: {report['stop_reason']}")
+    lines.extend(_verify_lines(report))
+    lines.append(_apply_summary(report))
+    return lines
+
+
+def _batch_line(batch: dict[str, Any]) -> str:
+    deals = batch["deals"]
+    line = f"batch {batch['index']}: {batch['state']} ({_plural(len(deals), 'deal')}:"
+    line += f" {', '.join(deals)})"
+    if batch["rejected"] and batch["applied"]:
+        line += f"; rejected {', '.join(batch['rejected'])}"
+    if batch.get("reason") and batch["state"] in ("rejected", "failed"):
+        line += f": {batch['reason']}"
+    return line
+
+
+def _rejected_line(rejected: dict[str, Any]) -> str:
+    values = ", ".join(f"{c['property']}={c['after']}" for c in rejected["changes"])
+    sources = sorted(
+        {
+            f"{c['location']['file']}:{c['location']['line']}"
+            for c in rejected["changes"]
+            if c.get("location")
+        }
+    )
+    where = f" ({', '.join(sources)})" if sources else ""
+    line = f"rejected: deal {rejected['deal']} {values}: {rejected['reason']}{where}"
+    if rejected.get("correlation_id"):
+        status, correlation = rejected["status"], rejected["correlation_id"]
+        line += f" [HubSpot {status}, correlationId {correlation}]"
+    return line
+
+
+def _verify_lines(report: dict[str, Any]) -> list[str]:
+    unseen = report.get("not_visible") or []
+    lines = [f"verify: {report['verify']}"]
+    for value in unseen:
+        lines.append(
+            f"  deal {value['deal']} {value['property']}: sent {value['after']!r},"
+            f" HubSpot still shows {value['current']!r}"
+        )
+    return lines
+
+
+def _apply_summary(report: dict[str, Any]) -> str:
+    counts = report["counts"]
+    summary = (
+        f"Apply: {_plural(counts['deals_applied'], 'deal')} applied,"
+        f" {counts['deals_rejected']} rejected,"
+        f" {counts['batches_not_attempted']} of {_plural(counts['batches'], 'batch')}"
+        f" not attempted; {_plural(counts['requests'], 'request')}"
+    )
+    retries = counts["rate_limit_retries"] + counts["server_error_retries"]
+    if retries:
+        summary += f", {_plural(retries, 'retry')}"
+    return summary + "."

@@ -20,7 +20,9 @@ SCHEMA_FILES = {
 @cache
 def load_schema(kind: str) -> dict[str, Any]:
     """Read one of the shipped schemas from the installed package."""
-    path = resources.files("reconciler").joinpath("schemas", SCHEMA_FILES[kind])
+    path = (
+        resources.files("reconciler").joinpath("schemas").joinpath(SCHEMA_FILES[kind])
+    )
     document: dict[str, Any] = json.loads(path.read_text("utf-8"))
     return document
 
@@ -52,7 +54,9 @@ def iter_problems(kind: str, data: Any) -> list[SchemaProblem]:
             allowed = error.schema.get("properties", {})
             for key in error.instance:
                 if key not in allowed:
-                    found.append(SchemaProblem(path, f"unexpected key {key!r}", rule, key))
+                    found.append(
+                        SchemaProblem(path, f"unexpected key {key!r}", rule, key)
+                    )
         elif rule == "propertyNames":
             found.append(SchemaProblem(path, error.message, rule, str(error.instance)))
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from collections.abc import Mapping as CollectionsMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from reconciler.properties import (
 )
 from reconciler.snapshot import Snapshot
 
+PipelineMap = CollectionsMapping[str, Pipeline]
 YAML12_INT = re.compile(r"[-+]?[0-9]+")
 YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
@@ -71,7 +73,9 @@ def check_schema(document: Document) -> list[Finding]:
         isinstance(document.root, Scalar) and document.root.is_null()
     ):
         location = Location(document.path, 1, 1)
-        return [Finding(location, "the file is empty; it needs a deals mapping", "schema")]
+        return [
+            Finding(location, "the file is empty; it needs a deals mapping", "schema")
+        ]
     findings = []
     for problem in schema.iter_problems("deals", as_json(document.root)):
         path = problem.path
@@ -169,7 +173,9 @@ def check_deal(
             continue  # the schema check reports nested mappings
         definition, problem = _definition_for(key, definitions)
         if definition is None:
-            findings.append(Finding(key.location, problem, "property", deal.id, key.text))
+            findings.append(
+                Finding(key.location, problem, "property", deal.id, key.text)
+            )
             continue
         try:
             wire = to_wire(definition, _scalars(node))
@@ -229,12 +235,10 @@ def check_stages(
     for value in (pipeline_value, stage_value):
         if value is not None and value.wire == "":
             yield _stage_finding(value, f"{value.property} cannot be cleared")
-    if pipeline_value and pipeline_value.wire:
-        if pipeline_value.wire not in pipelines:
-            yield _stage_finding(
-                pipeline_value, _unknown_pipeline(pipeline_value.wire, definitions)
-            )
-            return
+    if pipeline_value and pipeline_value.wire not in (*pipelines, ""):
+        unknown = _unknown_pipeline(pipeline_value.wire, definitions)
+        yield _stage_finding(pipeline_value, unknown)
+        return
     target = pipeline_value.wire if pipeline_value else current_pipeline
     if stage_value and stage_value.wire:
         problem = _stage_problem(stage_value.wire, target, deal_id, pipelines)
@@ -264,12 +268,13 @@ def _unknown_pipeline(text: str, definitions: Definitions) -> str:
 
 
 def _stage_problem(
-    stage: str, target: str | None, deal_id: str, pipelines: dict[str, Pipeline] | Any
+    stage: str, target: str | None, deal_id: str, pipelines: PipelineMap
 ) -> str | None:
+    current = pipelines.get(target) if target else None
     owners = [p for p in pipelines.values() if stage in p.stage_ids()]
-    if target in pipelines and stage in pipelines[target].stage_ids():
+    if current is not None and stage in current.stage_ids():
         return None
-    if target not in pipelines and owners:
+    if current is None and owners:
         return None  # the deal's pipeline is not known; the stage exists
     if owners:
         owner = owners[0]
@@ -277,11 +282,11 @@ def _stage_problem(
             f'stage "{stage}" belongs to pipeline "{owner.id}" ({owner.label}) but'
             f' deal {deal_id} is in "{target}"; set pipeline too'
         )
-    return _not_a_stage(stage, target, pipelines)
+    return _not_a_stage(stage, current, pipelines)
 
 
-def _not_a_stage(stage: str, target: str | None, pipelines: Any) -> str:
-    scope = [pipelines[target]] if target in pipelines else list(pipelines.values())
+def _not_a_stage(stage: str, current: Pipeline | None, pipelines: PipelineMap) -> str:
+    scope = [current] if current is not None else list(pipelines.values())
     labelled = [
         (p, s) for p in pipelines.values() for s in p.stages if s.label == stage
     ]
@@ -305,5 +310,5 @@ def _not_a_stage(stage: str, target: str | None, pipelines: Any) -> str:
             f'"{stage}" is not a stage ID (IDs are case-sensitive;'
             f' did you mean "{close}"?)'
         )
-    where = f'pipeline "{target}"' if target in pipelines else "any pipeline"
+    where = f'pipeline "{current.id}"' if current is not None else "any pipeline"
     return f'"{stage}" is not a stage of {where}'

@@ -47,7 +47,9 @@ def lines(found: list[dict[str, object]]) -> list[tuple[object, object, object]]
 
 def test_b01_date_values_need_midnight_utc_milliseconds() -> None:
     case = CASES / "B01"
-    found = problems("validate", case / "desired.yaml", "--properties", case / "properties.json")
+    found = problems(
+        "validate", case / "desired.yaml", "--properties", case / "properties.json"
+    )
     assert lines(found) == [
         ("1002", "contract_start_date", 6),
         ("1003", "contract_start_date", 8),
@@ -58,8 +60,10 @@ def test_b01_date_values_need_midnight_utc_milliseconds() -> None:
 
     values = planned(
         VALID / "B01_valid.yaml",
-        "--properties", case / "properties.json",
-        "--snapshot", VALID / "B01_snapshot.json",
+        "--properties",
+        case / "properties.json",
+        "--snapshot",
+        VALID / "B01_snapshot.json",
     )
     assert values == {
         ("1001", "contract_start_date"): "1709251200000",
@@ -70,7 +74,9 @@ def test_b01_date_values_need_midnight_utc_milliseconds() -> None:
 
 def test_b02_numbers_are_plain_decimals() -> None:
     case = CASES / "B02"
-    found = problems("validate", case / "desired.yaml", "--properties", case / "properties.json")
+    found = problems(
+        "validate", case / "desired.yaml", "--properties", case / "properties.json"
+    )
     assert lines(found) == [
         ("2003", "amount", 7),
         ("2004", "amount", 9),
@@ -84,10 +90,15 @@ def test_b02_numbers_are_plain_decimals() -> None:
 
     values = planned(
         VALID / "B02_valid.yaml",
-        "--properties", case / "properties.json",
-        "--snapshot", case / "snapshot.json",
+        "--properties",
+        case / "properties.json",
+        "--snapshot",
+        case / "snapshot.json",
     )
-    assert values == {("2001", "amount"): "15000000000000000", ("2007", "amount"): "0.1"}
+    assert values == {
+        ("2001", "amount"): "15000000000000000",
+        ("2007", "amount"): "0.1",
+    }
     for value in values.values():
         assert not any(bad in value.lower() for bad in ("e", ",", "inf", "nan"))
 
@@ -95,9 +106,12 @@ def test_b02_numbers_are_plain_decimals() -> None:
 def test_b04_stages_belong_to_the_deals_pipeline() -> None:
     case = CASES / "B04"
     options = [
-        "--properties", case / "properties.json",
-        "--pipelines", case / "pipelines.json",
-        "--snapshot", case / "snapshot.json",
+        "--properties",
+        case / "properties.json",
+        "--pipelines",
+        case / "pipelines.json",
+        "--snapshot",
+        case / "snapshot.json",
     ]
     found = problems("validate", case / "desired.yaml", *options)
     assert lines(found) == [
@@ -125,7 +139,11 @@ def test_b04_stages_belong_to_the_deals_pipeline() -> None:
                     "field_type": "radio",
                     "before": "qualifiedtobuy",
                     "after": "7700102",
-                    "source": {"file": str(VALID / "B04_valid.yaml"), "line": 4, "column": 16},
+                    "source": {
+                        "file": str(VALID / "B04_valid.yaml"),
+                        "line": 4,
+                        "column": 16,
+                    },
                 },
                 {
                     "property": "pipeline",
@@ -133,7 +151,11 @@ def test_b04_stages_belong_to_the_deals_pipeline() -> None:
                     "field_type": "select",
                     "before": "default",
                     "after": "7700100",
-                    "source": {"file": str(VALID / "B04_valid.yaml"), "line": 3, "column": 15},
+                    "source": {
+                        "file": str(VALID / "B04_valid.yaml"),
+                        "line": 3,
+                        "column": 15,
+                    },
                 },
             ],
         },
@@ -146,7 +168,11 @@ def test_b04_stages_belong_to_the_deals_pipeline() -> None:
                     "field_type": "radio",
                     "before": "qualifiedtobuy",
                     "after": "closedlost",
-                    "source": {"file": str(VALID / "B04_valid.yaml"), "line": 6, "column": 16},
+                    "source": {
+                        "file": str(VALID / "B04_valid.yaml"),
+                        "line": 6,
+                        "column": 16,
+                    },
                 }
             ],
         },
@@ -156,10 +182,14 @@ def test_b04_stages_belong_to_the_deals_pipeline() -> None:
 def test_b06_absent_null_and_value_stay_distinct(tmp_path: Path) -> None:
     case = CASES / "B06"
     code, _, err = run(
-        "plan", case / "desired.yaml",
-        "--properties", case / "properties.json",
-        "--snapshot", case / "snapshot.json",
-        "-o", tmp_path / "plan.json",
+        "plan",
+        case / "desired.yaml",
+        "--properties",
+        case / "properties.json",
+        "--snapshot",
+        case / "snapshot.json",
+        "-o",
+        tmp_path / "plan.json",
     )
     assert code == 0, err
     from reconciler.plan import load_plan
@@ -169,14 +199,19 @@ def test_b06_absent_null_and_value_stay_distinct(tmp_path: Path) -> None:
         {"objectId": 6001, "properties": [{"name": "hs_next_step", "value": ""}]},
         {"objectId": 6004, "properties": [{"name": "hs_next_step", "value": ""}]},
         {"objectId": 6005, "properties": [{"name": "amount", "value": "500"}]},
-        {"objectId": 6006, "properties": [{"name": "contract_start_date", "value": ""}]},
+        {
+            "objectId": 6006,
+            "properties": [{"name": "contract_start_date", "value": ""}],
+        },
     ]
     assert "null" not in json.dumps(body)
 
 
 def test_b07_unknown_and_read_only_properties() -> None:
     case = CASES / "B07"
-    found = problems("validate", case / "desired.yaml", "--properties", case / "properties.json")
+    found = problems(
+        "validate", case / "desired.yaml", "--properties", case / "properties.json"
+    )
     assert lines(found) == [
         ("7001", "closedat", 3),
         ("7002", "hs_is_closed_won", 5),
@@ -189,8 +224,10 @@ def test_b07_unknown_and_read_only_properties() -> None:
     assert 'did you mean "amount"' in str(found[3]["message"])
     values = planned(
         VALID / "B07_valid.yaml",
-        "--properties", case / "properties.json",
-        "--snapshot", VALID / "B07_snapshot.json",
+        "--properties",
+        case / "properties.json",
+        "--snapshot",
+        VALID / "B07_snapshot.json",
     )
     assert values == {("7005", "amount"): "100"}
 
@@ -205,14 +242,18 @@ def test_b08_duplicate_keys_at_every_level() -> None:
 
 def test_b10_yaml_1_1_coercions_never_reach_hubspot() -> None:
     case = CASES / "B10"
-    found = problems("validate", case / "desired.yaml", "--properties", case / "properties.json")
+    found = problems(
+        "validate", case / "desired.yaml", "--properties", case / "properties.json"
+    )
     assert lines(found) == [("10001", "is_priority", 6)]
     assert "true or false" in str(found[0]["message"])
 
     values = planned(
         VALID / "B10_valid.yaml",
-        "--properties", case / "properties.json",
-        "--snapshot", VALID / "B10_snapshot.json",
+        "--properties",
+        case / "properties.json",
+        "--snapshot",
+        VALID / "B10_snapshot.json",
     )
     assert values == {
         ("10001", "deal_region"): "no",
@@ -226,20 +267,27 @@ def test_b10_yaml_1_1_coercions_never_reach_hubspot() -> None:
 
 def test_b12_unquoted_dates_and_times() -> None:
     case = CASES / "B12"
-    found = problems("validate", case / "desired.yaml", "--properties", case / "properties.json")
+    found = problems(
+        "validate", case / "desired.yaml", "--properties", case / "properties.json"
+    )
     assert lines(found) == [("12002", "close_time", 5), ("12004", "close_time", 9)]
     assert all("no UTC offset" in str(p["message"]) for p in found)
 
     found = problems(
-        "validate", case / "desired_bad_date.yaml", "--properties", case / "properties.json"
+        "validate",
+        case / "desired_bad_date.yaml",
+        "--properties",
+        case / "properties.json",
     )
     assert lines(found) == [("12006", "contract_start_date", 3)]
     assert "'0000-00-00' is not a valid date" in str(found[0]["message"])
 
     values = planned(
         VALID / "B12_valid.yaml",
-        "--properties", case / "properties.json",
-        "--snapshot", VALID / "B12_snapshot.json",
+        "--properties",
+        case / "properties.json",
+        "--snapshot",
+        VALID / "B12_snapshot.json",
     )
     assert values == {
         ("12001", "contract_start_date"): "1709251200000",
@@ -258,24 +306,33 @@ def test_b13_aliases_are_refused_before_anything_expands() -> None:
 
 def test_b15_merged_and_deleted_deals_are_named() -> None:
     case = CASES / "B15"
-    found = problems("plan", case / "desired.yaml", "--snapshot", case / "response.json")
+    found = problems(
+        "plan", case / "desired.yaml", "--snapshot", case / "response.json"
+    )
     assert lines(found) == [("15002", None, 4), ("15003", None, 6)]
     assert "merged into deal 15009" in str(found[0]["message"])
     assert "not found" in str(found[1]["message"])
 
     code, out, _ = run(
-        "plan", case / "desired.yaml", "--snapshot", case / "response.json",
-        "--skip-missing", "--format", "json",
+        "plan",
+        case / "desired.yaml",
+        "--snapshot",
+        case / "response.json",
+        "--skip-missing",
+        "--format",
+        "json",
     )
     assert code == 0
     changes = json.loads(out)["batches"][0]["deals"]
-    assert [(d["id"], d["changes"][0]["before"], d["changes"][0]["after"]) for d in changes] == [
-        ("15001", "10", "100")
-    ]
+    assert [
+        (d["id"], d["changes"][0]["before"], d["changes"][0]["after"]) for d in changes
+    ] == [("15001", "10", "100")]
 
 
 @pytest.mark.parametrize("case", ["B08", "B13"])
 def test_load_errors_stop_before_the_snapshot_is_read(case: str) -> None:
-    code, _, err = run("plan", CASES / case / "desired.yaml", "--snapshot", "/nonexistent.json")
+    code, _, err = run(
+        "plan", CASES / case / "desired.yaml", "--snapshot", "/nonexistent.json"
+    )
     assert code == 1
     assert "nonexistent" not in err

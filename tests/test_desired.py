@@ -41,7 +41,8 @@ def test_same_deal_in_two_files_is_refused_with_both_places() -> None:
     found = messages([DESIRED / "two_files_a.yaml", DESIRED / "two_files_b.yml"])
     assert found == [
         f"{DESIRED / 'two_files_b.yml'}:2:3: deal 42: deal 42 is declared twice: here"
-        f" and at {DESIRED / 'two_files_a.yaml'}:3:3; a deal may appear in one place only"
+        f" and at {DESIRED / 'two_files_a.yaml'}:3:3;"
+        " a deal may appear in one place only"
     ]
 
 
@@ -51,13 +52,18 @@ def test_folders_are_read_in_sorted_order(tmp_path: Path) -> None:
     (tmp_path / "ignored.txt").write_text("not yaml")
     (tmp_path / "b.yaml").write_text('deals:\n  "2": {amount: 2}\n')
     state = load_desired([tmp_path])
-    assert [d.path for d in state.documents] == [str(tmp_path / "a.yml"), str(tmp_path / "b.yaml")]
+    assert [d.path for d in state.documents] == [
+        str(tmp_path / "a.yml"),
+        str(tmp_path / "b.yaml"),
+    ]
     assert [deal.id for deal in state.ordered_deals()] == ["1", "2"]
 
 
 def test_deal_ids_order_numerically_at_any_length(tmp_path: Path) -> None:
     path = tmp_path / "deals.yaml"
-    path.write_text("deals:\n  123456789012345678901234567890: {a: 1}\n  9: {a: 1}\n  10: {a: 1}\n")
+    path.write_text(
+        "deals:\n  123456789012345678901234567890: {a: 1}\n  9: {a: 1}\n  10: {a: 1}\n"
+    )
     ids = [deal.id for deal in load_desired([path]).ordered_deals()]
     assert ids == ["9", "10", "123456789012345678901234567890"]
 
@@ -71,7 +77,8 @@ def test_syntax_errors_name_the_place() -> None:
 def test_custom_tags_are_refused_but_str_is_kept() -> None:
     found = messages([DESIRED / "tags.yaml"])
     assert found == [
-        f"{DESIRED / 'tags.yaml'}:3:15: YAML tag tag:yaml.org,2002:python/object:os.system"
+        f"{DESIRED / 'tags.yaml'}:3:15: YAML tag"
+        " tag:yaml.org,2002:python/object:os.system"
         " is not allowed; quote the value instead"
     ]
 
@@ -101,7 +108,13 @@ def test_schema_problems_are_placed_and_explained() -> None:
     )
     assert found == [
         (1, 10, None, None, "version must be 1"),
-        (2, 1, None, None, "unexpected top-level key 'owner'; a file holds 'version' and 'deals'"),
+        (
+            2,
+            1,
+            None,
+            None,
+            "unexpected top-level key 'owner'; a file holds 'version' and 'deals'",
+        ),
         (4, 3, None, None, "deal IDs are whole numbers: 'abc' is not one"),
         (
             7,

@@ -26,7 +26,11 @@ def change(deal: str, name: str, after: str = "1") -> Change:
 def test_batches_hold_at_most_the_batch_size_in_id_order() -> None:
     changes = [change(str(n), p) for n in (30, 4, 1000, 25, 7) for p in ("b", "a")]
     plan = build_plan(changes, batch_size=2)
-    assert [batch.deals for batch in plan.batches] == [["4", "7"], ["25", "30"], ["1000"]]
+    assert [batch.deals for batch in plan.batches] == [
+        ["4", "7"],
+        ["25", "30"],
+        ["1000"],
+    ]
     assert [(c.deal, c.property) for c in plan.batches[0].changes] == [
         ("4", "a"),
         ("4", "b"),
@@ -38,7 +42,9 @@ def test_batches_hold_at_most_the_batch_size_in_id_order() -> None:
 
 
 def test_request_body_is_the_v1_batch_shape() -> None:
-    plan = build_plan([change("20", "b", ""), change("3", "a", "2.5"), change("20", "a")])
+    plan = build_plan(
+        [change("20", "b", ""), change("3", "a", "2.5"), change("20", "a")]
+    )
     assert plan.batches[0].request_body() == [
         {"objectId": 3, "properties": [{"name": "a", "value": "2.5"}]},
         {

@@ -23,7 +23,9 @@ OPPORTUNITIES = REAL_DATA / "crm-opportunities"
 
 
 def test_real_v1_paged_deal() -> None:
-    snapshot = load_snapshot([REAL / "v1_deals_paged_current_values__demo_portal_2020-01-31.json"])
+    snapshot = load_snapshot(
+        [REAL / "v1_deals_paged_current_values__demo_portal_2020-01-31.json"]
+    )
     assert list(snapshot.deals) == ["931633510"]
     deal = snapshot.deals["931633510"]
     assert deal["dealname"] == "Example deal"
@@ -33,7 +35,9 @@ def test_real_v1_paged_deal() -> None:
 
 
 def test_real_v1_paged_deal_with_history_reads_current_values() -> None:
-    snapshot = load_snapshot([REAL / "v1_deals_paged_with_history__demo_portal_2020-01-31.json"])
+    snapshot = load_snapshot(
+        [REAL / "v1_deals_paged_with_history__demo_portal_2020-01-31.json"]
+    )
     assert snapshot.deals["931633510"]["dealstage"] == "presentationscheduled"
 
 
@@ -66,7 +70,8 @@ def test_batch_read_with_errors_records_missing_ids() -> None:
 
 def test_own_format_round_trips(tmp_path: Path) -> None:
     original = Snapshot(
-        deals={"10": {"b": "2", "a": None}, "9": {"amount": "1"}}, missing={"11": "gone"}
+        deals={"10": {"b": "2", "a": None}, "9": {"amount": "1"}},
+        missing={"11": "gone"},
     )
     path = tmp_path / "snapshot.json"
     path.write_text(render_snapshot(original))
@@ -80,7 +85,9 @@ def test_own_format_round_trips(tmp_path: Path) -> None:
 
 def test_own_format_is_checked_against_its_schema(tmp_path: Path) -> None:
     path = tmp_path / "snapshot.json"
-    path.write_text(json.dumps({"format": "reconciler-snapshot", "version": 1, "deals": {"x": {}}}))
+    path.write_text(
+        json.dumps({"format": "reconciler-snapshot", "version": 1, "deals": {"x": {}}})
+    )
     with pytest.raises(InvalidInputError) as raised:
         load_snapshot([path])
     assert [f.rule for f in raised.value.findings] == ["schema"]
@@ -92,7 +99,9 @@ def test_unknown_shapes_and_bad_json_are_findings(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text('{"results": [1, ')
     with pytest.raises(InvalidInputError) as raised:
         load_snapshot([tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"])
-    found = [(f.location.file if f.location else "", f.rule) for f in raised.value.findings]
+    found = [
+        (f.location.file if f.location else "", f.rule) for f in raised.value.findings
+    ]
     assert found == [
         (str(tmp_path / "a.json"), "format"),
         (str(tmp_path / "b.json"), "json"),
@@ -102,7 +111,9 @@ def test_unknown_shapes_and_bad_json_are_findings(tmp_path: Path) -> None:
 
 def test_archived_and_deleted_records_are_not_current() -> None:
     snapshot = Snapshot()
-    add_response(snapshot, {"results": [{"id": "1", "archived": True, "properties": {}}]}, "t")
+    add_response(
+        snapshot, {"results": [{"id": "1", "archived": True, "properties": {}}]}, "t"
+    )
     add_response(snapshot, {"dealId": 2, "isDeleted": True, "properties": {}}, "t")
     assert snapshot.deals == {}
 
@@ -116,7 +127,13 @@ class FakeReader:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         self.calls.append((list(ids), list(properties)))
         results = [{"id": "1", "properties": {"amount": "5", "hs_object_id": "1"}}]
-        errors = [{"category": "OBJECT_NOT_FOUND", "message": "gone", "context": {"ids": ["2"]}}]
+        errors = [
+            {
+                "category": "OBJECT_NOT_FOUND",
+                "message": "gone",
+                "context": {"ids": ["2"]},
+            }
+        ]
         return results, errors
 
 

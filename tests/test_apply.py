@@ -1,0 +1,562 @@
+"""Applying a plan: stale check, batches, splitting, limits, verify, journal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.apply import (
+    DAILY_LIMIT_REASON,
+    ApplyReport,
+    Journal,
+    apply_plan,
+    check_stale,
+)
+from reconciler.errors import ExitCode, Location, StalePlanError
+from reconciler.hubspot import HubSpotClient
+from reconciler.plan import Change, Plan, build_plan
+
+FIXTURES = Path(__file__).parent / "fixtures" / "http"
+TOKEN = "pat-na1-00000000-test-token-never-shown"
+UPDATE_PATH = "/deals/v1/batch-async/update"
+READ_PATH = "/crm/v3/objects/deals/batch/read"
+
+Override = Callable[[int, list[dict[str, Any]]], "httpx.Response | None"]
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def fixture_response(name: str) -> httpx.Response:
+    data = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    if "body_text" in data:
+        return httpx.Response(data["http_status"], content=data["body_text"].encode())
+    return httpx.Response(data["http_status"], json=data["body"])
+
+
+class FakeHubSpot:
+    """Deals in memory behind the batch-read and batch-update endpoints.
+
+    Updates are all-or-nothing like HubSpot's: ``reject`` may refuse a whole
+    body. Accepted values stay hidden for ``hidden_reads`` reads, imitating
+    asynchronous processing. ``override`` scripts answers by update number.
+    """
+
+    def __init__(self, deals: dict[str, dict[str, str]]) -> None:
+        self.deals = deals
+        self.updates: list[bytes] = []
+        self.reads: list[dict[str, Any]] = []
+        self.hidden_reads = 0
+        self.queued: list[list[dict[str, Any]]] = []
+        self.override: Override = lambda number, body: None
+        self.reject: Callable[[list[dict[str, Any]]], bool] = lambda body: False
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == READ_PATH:
+            return self._read(json.loads(request.content))
+        assert request.url.path == UPDATE_PATH
+        self.updates.append(request.content)
+        body = json.loads(request.content)
+        scripted = self.override(len(self.updates), body)
+        if scripted is not None:
+            return scripted
+        if self.reject(body):
+            return fixture_response("update_rejected_invalid_option_400.json")
+        self.queued.append(body)
+        return fixture_response("update_accepted_202.json")
+
+    def _read(self, body: dict[str, Any]) -> httpx.Response:
+        self.reads.append(body)
+        if self.hidden_reads > 0 and self.queued:
+            self.hidden_reads -= 1
+        else:
+            self._process_queue()
+        results = [
+            {"id": item["id"], "properties": dict(self.deals[item["id"]])}
+            for item in body["inputs"]
+            if item["id"] in self.deals
+        ]
+        return httpx.Response(200, json={"status": "COMPLETE", "results": results})
+
+    def _process_queue(self) -> None:
+        for body in self.queued:
+            for entry in body:
+                values = self.deals[str(entry["objectId"])]
+                for pair in entry["properties"]:
+                    values[pair["name"]] = pair["value"]
+        self.queued = []
+
+    def sent_deals(self) -> list[list[int]]:
+        return [[e["objectId"] for e in json.loads(body)] for body in self.updates]
+
+
+def connect(fake: FakeHubSpot) -> tuple[HubSpotClient, FakeTime]:
+    time = FakeTime()
+    http = httpx.Client(transport=httpx.MockTransport(fake))
+    client = HubSpotClient(
+        http,
+        TOKEN,
+        base_url="https://api.hubapi.test",
+        sleep=time.sleep,
+        clock=time.clock,
+    )
+    return client, time
+
+
+def change(
+    deal: str,
+    prop: str,
+    before: str | None,
+    after: str,
+    line: int = 1,
+    kind: tuple[str, str] = ("enumeration", "select"),
+) -> Change:
+    return Change(
+        deal=deal,
+        property=prop,
+        type=kind[0],
+        field_type=kind[1],
+        before=before,
+        after=after,
+        location=Location("desired.yaml", line, 5),
+    )
+
+
+def b16() -> tuple[FakeHubSpot, Plan]:
+    number = ("number", "number")
+    changes = [
+        change(str(16000 + n), "amount", "0", str(n), line=2 + n, kind=number)
+        for n in (1, 2, 3)
+    ]
+    deals = {str(16000 + n): {"amount": "0"} for n in (1, 2, 3)}
+    return FakeHubSpot(deals), build_plan(changes, batch_size=1)
+
+
+def b20() -> tuple[FakeHubSpot, Plan]:
+    afters = {"20001": "gold", "20002": "gold", "20003": "gold", "20004": "platinum"}
+    afters["20005"] = "gold"
+    changes = [
+        change(deal, "deal_tier", "silver", after, line=3 + n)
+        for n, (deal, after) in enumerate(afters.items())
+    ]
+    fake = FakeHubSpot({deal: {"deal_tier": "silver"} for deal in afters})
+    fake.reject = lambda body: any(
+        pair["value"] == "platinum" for entry in body for pair in entry["properties"]
+    )
+    return fake, build_plan(changes, batch_size=2)
+
+
+def b18() -> tuple[FakeHubSpot, Plan]:
+    plan = build_plan([change("18001", "dealstage", "qualifiedtobuy", "closedwon")])
+    fake = FakeHubSpot(
+        {"18001": {"dealstage": "qualifiedtobuy", "pipeline": "default"}}
+    )
+    return fake, plan
+
+
+def states(report: ApplyReport) -> list[str]:
+    return [outcome.state for outcome in report.batches]
+
+
+# --- B16: rate limits ------------------------------------------------------
+
+
+def test_burst_limit_on_batch_2_is_waited_out_and_retried() -> None:
+    fake, plan = b16()
+    fake.override = lambda number, body: (
+        fixture_response("rate_limit_burst_429.json") if number == 2 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "applied", "applied"]
+    assert report.rate_limit_retries == 1
+    assert report.requests == 5
+    assert fake.updates[1] == fake.updates[2]
+    assert fake.sent_deals() == [[16001], [16002], [16002], [16003]]
+    assert time.sleeps == [10.0]
+    assert report.exit_code == ExitCode.OK
+    assert report.stop_reason is None
+
+
+def test_burst_limit_every_time_stops_after_bounded_retries() -> None:
+    fake, plan = b16()
+    fake.override = lambda number, body: (
+        fixture_response("rate_limit_burst_429.json") if number >= 2 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "failed", "not attempted"]
+    assert len(fake.updates) == 6
+    assert report.rate_limit_retries == 4
+    assert report.exit_code == ExitCode.ERROR
+    assert report.stop_reason is not None
+    assert report.stop_reason.startswith("batch 2 failed: HubSpot answered 429")
+    assert fake.deals["16002"] == {"amount": "0"}
+
+
+def test_daily_limit_stops_at_once_without_retrying() -> None:
+    fake, plan = b16()
+    fake.override = lambda number, body: (
+        fixture_response("rate_limit_daily_429.json") if number == 2 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, wait=True, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "not attempted", "not attempted"]
+    assert fake.sent_deals() == [[16001], [16002]]
+    assert report.rate_limit_retries == 0
+    assert time.sleeps == []
+    assert report.stop_reason == DAILY_LIMIT_REASON
+    assert report.stop_reason == (
+        "daily API limit reached (resets at midnight, account time zone)"
+    )
+    assert report.verify == "not checked"
+    assert report.exit_code == ExitCode.DAILY_LIMIT
+
+
+# --- B18: 202 means accepted; --wait reads back ----------------------------
+
+
+def test_wait_reads_back_until_the_value_shows() -> None:
+    fake, plan = b18()
+    fake.hidden_reads = 1
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, wait=True, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied"]
+    assert report.verify == "verified"
+    assert time.sleeps == [1.0, 2.0]
+    assert len(fake.reads) == 3
+    assert fake.reads[1]["properties"] == ["dealstage"]
+    assert report.exit_code == ExitCode.OK
+
+
+def test_wait_timeout_is_accepted_not_yet_visible_not_failed() -> None:
+    fake, plan = b18()
+    fake.hidden_reads = 1000
+    client, time = connect(fake)
+
+    report = apply_plan(
+        plan, client, wait=True, timeout=10.0, sleep=time.sleep, clock=time.clock
+    )
+
+    assert states(report) == ["applied"]
+    assert report.verify == "accepted, not yet visible"
+    assert time.sleeps == [1.0, 2.0, 4.0, 3.0]
+    assert time.now == 10.0
+    assert report.exit_code == ExitCode.WAIT_TIMEOUT
+    unseen = report.to_dict()["not_visible"]
+    assert [(u["deal"], u["after"], u["current"]) for u in unseen] == [
+        ("18001", "closedwon", "qualifiedtobuy")
+    ]
+
+
+def test_wait_backoff_is_capped_at_30_s() -> None:
+    fake, plan = b18()
+    fake.hidden_reads = 1000
+    client, time = connect(fake)
+
+    apply_plan(
+        plan, client, wait=True, timeout=120.0, sleep=time.sleep, clock=time.clock
+    )
+
+    assert time.sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 29.0]
+
+
+def test_without_wait_nothing_is_read_back() -> None:
+    fake, plan = b18()
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert report.verify == "not checked"
+    assert len(fake.reads) == 1
+    assert report.requests == 2
+
+
+# --- B20: a rejected batch is split to find the deal at fault --------------
+
+
+def test_rejected_batch_is_split_and_the_rest_applied() -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert fake.sent_deals() == [
+        [20001, 20002],
+        [20003, 20004],
+        [20003],
+        [20004],
+        [20005],
+    ]
+    assert states(report) == ["applied", "partly applied", "applied"]
+    assert [deal.deal for deal in report.rejected] == ["20004"]
+    rejected = report.rejected[0]
+    assert rejected.reason == "platinum was not one of the allowed options: [...]"
+    assert rejected.correlation_id == "00000000-0000-0000-0000-000000000020"
+    assert rejected.changes[0].location == Location("desired.yaml", 6, 5)
+    assert rejected.status == 400
+    assert report.exit_code == ExitCode.PARTIAL_APPLY
+    assert time.sleeps == []
+
+
+def test_split_report_as_dict() -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+
+    data = apply_plan(plan, client, sleep=time.sleep, clock=time.clock).to_dict()
+
+    assert data["exit_code"] == 3
+    assert data["batches"][1] == {
+        "index": 2,
+        "state": "partly applied",
+        "deals": ["20003", "20004"],
+        "applied": ["20003"],
+        "rejected": ["20004"],
+        "not_applied": ["20004"],
+        "requests": 3,
+        "reason": "platinum was not one of the allowed options: [...]",
+    }
+    assert data["rejected"] == [
+        {
+            "deal": "20004",
+            "batch": 2,
+            "status": 400,
+            "reason": "platinum was not one of the allowed options: [...]",
+            "correlation_id": "00000000-0000-0000-0000-000000000020",
+            "changes": [
+                {
+                    "deal": "20004",
+                    "property": "deal_tier",
+                    "type": "enumeration",
+                    "field_type": "select",
+                    "before": "silver",
+                    "after": "platinum",
+                    "location": {"file": "desired.yaml", "line": 6, "column": 5},
+                }
+            ],
+            "errors": [
+                {
+                    "property": "deal_tier",
+                    "code": "INVALID_OPTION",
+                    "message": "platinum was not one of the allowed options: [...]",
+                }
+            ],
+        }
+    ]
+    assert data["counts"] == {
+        "batches": 3,
+        "batches_applied": 2,
+        "batches_not_attempted": 0,
+        "deals_applied": 4,
+        "deals_rejected": 1,
+        "changes_applied": 4,
+        "requests": 6,
+        "rate_limit_retries": 0,
+        "server_error_retries": 0,
+    }
+    assert (data["verify"], data["stop_reason"], data["not_visible"]) == (
+        "not checked",
+        None,
+        [],
+    )
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_fail_fast_stops_after_the_first_rejected_batch_without_splitting() -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+
+    report = apply_plan(
+        plan, client, fail_fast=True, sleep=time.sleep, clock=time.clock
+    )
+
+    assert fake.sent_deals() == [[20001, 20002], [20003, 20004]]
+    assert states(report) == ["applied", "rejected", "not attempted"]
+    assert report.rejected == []
+    assert report.batches[1].reason == (
+        "platinum was not one of the allowed options: [...]"
+    )
+    assert report.stop_reason == "stopped after batch 2 was rejected (fail fast)"
+    assert report.exit_code == ExitCode.PARTIAL_APPLY
+    assert report.to_dict()["batches"][2]["not_applied"] == ["20005"]
+
+
+def test_split_with_wait_verifies_only_the_applied_deals() -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, wait=True, sleep=time.sleep, clock=time.clock)
+
+    assert report.verify == "verified"
+    verify_read = fake.reads[-1]
+    assert [item["id"] for item in verify_read["inputs"]] == [
+        "20001",
+        "20002",
+        "20003",
+        "20005",
+    ]
+    assert report.exit_code == ExitCode.PARTIAL_APPLY
+
+
+def test_server_error_on_a_batch_fails_it_and_stops() -> None:
+    fake, plan = b20()
+    fake.override = lambda number, body: (
+        httpx.Response(500, json={"message": "oops"}) if number >= 2 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "failed", "not attempted"]
+    assert report.server_error_retries == 4
+    assert report.batches[1].reason == (
+        "HubSpot answered 500: gave up after 5 attempts: oops"
+    )
+    assert report.exit_code == ExitCode.ERROR
+
+
+def test_daily_limit_while_splitting_leaves_the_batch_partly_applied() -> None:
+    fake, plan = b20()
+    fake.override = lambda number, body: (
+        fixture_response("rate_limit_daily_429.json") if number == 4 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "partly applied", "not attempted"]
+    assert report.batches[1].applied == ["20003"]
+    assert report.exit_code == ExitCode.DAILY_LIMIT
+
+
+# --- the stale check -------------------------------------------------------
+
+
+def test_stale_plan_names_deal_property_and_both_values_and_sends_nothing() -> None:
+    fake, plan = b20()
+    fake.deals["20003"]["deal_tier"] = "bronze"
+    del fake.deals["20005"]
+    client, time = connect(fake)
+
+    with pytest.raises(StalePlanError) as caught:
+        apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert caught.value.drifts == [
+        'desired.yaml:5:5: deal 20003 deal_tier: planned against "silver",'
+        ' now "bronze"',
+        'desired.yaml:7:5: deal 20005 deal_tier: planned against "silver",'
+        " now the deal is not in HubSpot (deleted or merged)",
+    ]
+    assert fake.updates == []
+    assert caught.value.exit_code == ExitCode.STALE_PLAN
+
+
+def test_stale_check_compares_by_meaning() -> None:
+    plan = build_plan(
+        [
+            change("1", "amount", "1500", "2000", kind=("number", "number")),
+            change("1", "closedate", "1735689600000", "1", kind=("date", "date")),
+            change("1", "hs_next_step", None, "call"),
+        ]
+    )
+    fake = FakeHubSpot({"1": {"amount": "1500.00", "closedate": "2025-01-01"}})
+    client, _ = connect(fake)
+
+    check_stale(plan, client)
+
+    assert fake.reads[0]["properties"] == ["amount", "closedate", "hs_next_step"]
+    assert fake.updates == []
+
+
+def test_empty_plan_sends_nothing() -> None:
+    fake = FakeHubSpot({})
+    client, time = connect(fake)
+
+    report = apply_plan(build_plan([]), client, sleep=time.sleep, clock=time.clock)
+
+    assert (report.requests, report.exit_code, report.batches) == (0, ExitCode.OK, [])
+
+
+# --- progress and the journal ----------------------------------------------
+
+
+def test_progress_reports_each_batch() -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+    messages: list[str] = []
+
+    apply_plan(
+        plan,
+        client,
+        wait=True,
+        progress=messages.append,
+        sleep=time.sleep,
+        clock=time.clock,
+    )
+
+    assert messages == [
+        "batch 1/3 applied",
+        "batch 2/3 partly applied (1 of 2 deals)",
+        "batch 3/3 applied",
+        "verified: HubSpot shows every applied value",
+    ]
+
+
+def test_apply_records_accepted_changes_in_the_journal(tmp_path: Path) -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+    journal = Journal(tmp_path / ".reconciler" / "journal.jsonl", clock=lambda: 500.0)
+
+    apply_plan(plan, client, journal=journal, sleep=time.sleep, clock=time.clock)
+
+    assert journal.was_applied(plan.fingerprint()) == 500.0
+    assert journal.pending("20003", "deal_tier", "gold") == 500.0
+    assert journal.pending("20004", "deal_tier", "platinum") is None
+    lines = journal.path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    assert json.loads(lines[1]) == {
+        "fingerprint": plan.fingerprint(),
+        "at": 500.0,
+        "changes": [{"deal": "20003", "property": "deal_tier", "after": "gold"}],
+    }
+
+
+def test_journal_answers_from_lines_and_skips_a_torn_one(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    first = change("18001", "dealstage", "qualifiedtobuy", "closedwon")
+
+    journal.record("sha256:a", [first], at=100.0)
+    journal.record("sha256:a", [first], at=160.0)
+    with journal.path.open("a", encoding="utf-8") as handle:
+        handle.write('{"fingerprint": "sha256:b", "at"')
+
+    assert journal.was_applied("sha256:a") == 100.0
+    assert journal.was_applied("sha256:b") is None
+    assert journal.pending("018001", "dealstage", "closedwon") == 160.0
+    assert journal.pending("18001", "dealstage", "appointmentscheduled") is None
+    assert Journal(tmp_path / "absent.jsonl").was_applied("sha256:a") is None
