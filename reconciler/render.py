@@ -236,10 +236,12 @@ def _apply_summary(report: dict[str, Any]) -> str:
     counts = report["counts"]
     summary = (
         f"Apply: {_plural(counts['deals_applied'], 'deal')} applied,"
-        f" {counts['deals_rejected']} rejected,"
-        f" {counts['batches_not_attempted']} of {_plural(counts['batches'], 'batch')}"
-        f" not attempted; {_plural(counts['requests'], 'request')}"
+        f" {counts['deals_rejected']} rejected"
+        f" in {_plural(counts['batches'], 'batch')}"
     )
+    if counts["batches_not_attempted"]:
+        summary += f", {counts['batches_not_attempted']} not attempted"
+    summary += f"; {_plural(counts['requests'], 'request')}"
     retries = counts["rate_limit_retries"] + counts["server_error_retries"]
     if retries:
         summary += f", {_plural(retries, 'retry')}"

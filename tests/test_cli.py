@@ -1,0 +1,166 @@
+"""The command line: exit codes, formats, streams and file writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reconciler import __version__
+from reconciler.cli import app
+from reconciler.errors import ExitCode
+from tests.conftest import CASES, ROOT
+
+runner = CliRunner()
+EXAMPLES = ROOT / "examples"
+
+
+def run(*args: object, stdin: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(arg) for arg in args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_exit_codes_are_the_documented_ones() -> None:
+    assert [code.value for code in ExitCode] == [0, 1, 2, 3, 4, 5, 6, 64, 130]
+    readme = (ROOT / "README.md").read_text()
+    for code in ExitCode:
+        assert f"| {code.value} |" in readme
+
+
+def test_version() -> None:
+    assert run("--version") == (0, f"reconciler {__version__}\n", "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "--bogus"],
+        ["plan", "examples/deals", "--format", "xml"],
+        ["plan", "examples/deals", "--batch-size", "101"],
+        ["nosuchcommand"],
+        ["apply"],
+    ],
+)
+def test_usage_errors_exit_64(args: list[str]) -> None:
+    code, _, err = run(*args)
+    assert code == 64
+    assert "Usage:" in err or "Error" in err
+
+
+def test_validate_reports_success() -> None:
+    code, out, _ = run("validate", EXAMPLES / "deals")
+    assert (code, out) == (0, "Valid: 10 deals, 24 property values.\n")
+
+
+def test_json_goes_to_stdout_alone() -> None:
+    case = CASES / "B07"
+    code, out, err = run(
+        "validate",
+        case / "desired.yaml",
+        "--properties",
+        case / "properties.json",
+        "--format",
+        "json",
+    )
+    assert code == 1
+    assert err == ""
+    document = json.loads(out)
+    assert document["summary"] == "4 problems found"
+    assert document["problems"][0] == {
+        "file": str(case / "desired.yaml"),
+        "line": 3,
+        "column": 5,
+        "deal": "7001",
+        "property": "closedat",
+        "rule": "property",
+        "message": f'unknown property "closedat" in {case / "properties.json"}'
+        ' (did you mean "closedate"?)',
+    }
+
+
+def test_text_problems_go_to_stderr_each_led_by_its_place() -> None:
+    case = CASES / "B02"
+    code, out, err = run(
+        "validate", case / "desired.yaml", "--properties", case / "properties.json"
+    )
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[-1] == "4 problems found"
+    assert lines[0].startswith(
+        f"{case / 'desired.yaml'}:7:13: deal 2003, property amount:"
+    )
+
+
+def test_plan_needs_a_snapshot_or_a_token() -> None:
+    code, _, err = run("plan", EXAMPLES / "deals")
+    assert code == 64
+    assert "--snapshot" in err
+
+
+def test_failed_plan_writes_no_file(tmp_path: Path) -> None:
+    case = CASES / "B15"
+    out_file = tmp_path / "plan.json"
+    code, _, _ = run(
+        "plan",
+        case / "desired.yaml",
+        "--snapshot",
+        case / "response.json",
+        "-o",
+        out_file,
+    )
+    assert code == 1
+    assert not out_file.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_output_is_byte_identical_across_runs(tmp_path: Path) -> None:
+    args = ["plan", EXAMPLES / "deals", "--snapshot", EXAMPLES / "snapshot.json"]
+    first = run(*args, "-o", tmp_path / "a.json")
+    second = run(*args, "-o", tmp_path / "b.json")
+    assert first == second
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_detailed_exitcode_and_markdown() -> None:
+    code, out, _ = run(
+        "plan",
+        EXAMPLES / "deals",
+        "--snapshot",
+        EXAMPLES / "snapshot.json",
+        "--detailed-exitcode",
+        "--format",
+        "markdown",
+    )
+    assert code == 2
+    assert out.startswith("### reconciler plan\n")
+    assert '| 15000001093 | `amount` | "4514" | "4750" |' in out
+    assert out.rstrip().endswith(
+        "**Plan: 7 deals to update, 16 properties to change in 1 batch;"
+        " 3 deals unchanged.**"
+    )
+
+
+def test_plain_http_to_another_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "t")
+    monkeypatch.setenv("HUBSPOT_BASE_URL", "http://example.com")
+    code, _, err = run("plan", EXAMPLES / "deals")
+    assert code == 64
+    assert "unencrypted" in err
+
+
+def test_saved_plan_that_was_edited_is_refused(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    run(
+        "plan",
+        EXAMPLES / "deals",
+        "--snapshot",
+        EXAMPLES / "snapshot.json",
+        "-o",
+        plan_file,
+    )
+    plan_file.write_text(plan_file.read_text().replace('"4750"', '"47500"'))
+    code, _, err = run("apply", plan_file)
+    assert code == 1
+    assert "edited after it was made" in err

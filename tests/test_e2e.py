@@ -1,0 +1,296 @@
+"""The real CLI against the sandbox server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+from reconciler.properties import load_definitions, load_pipelines
+from reconciler.sandbox import Sandbox
+from reconciler.snapshot import Snapshot, load_snapshot
+from tests.conftest import CASES, FIXTURES, ROOT
+
+TOKEN = "pat-na1-e2e-secret-token"
+E2E = FIXTURES / "e2e"
+runner = CliRunner()
+
+
+def run(*args: object) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(arg) for arg in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[type[Sandbox]]:
+    """Start sandboxes on loopback with the token and base URL in the env."""
+    started: list[Sandbox] = []
+
+    def start(
+        snapshot: Snapshot, properties: Path | None = None, **options: object
+    ) -> Sandbox:
+        sandbox = Sandbox(
+            snapshot,
+            load_definitions(properties),
+            load_pipelines(None),
+            TOKEN,
+            log_path=tmp_path / "requests.jsonl",
+            **options,  # type: ignore[arg-type]
+        )
+        sandbox.start()
+        started.append(sandbox)
+        monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+        monkeypatch.setenv("HUBSPOT_BASE_URL", sandbox.url)
+        return sandbox
+
+    yield start  # type: ignore[misc]
+    for sandbox in started:
+        sandbox.stop()
+
+
+def update_requests(tmp_path: Path) -> list[dict[str, object]]:
+    lines = (tmp_path / "requests.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    return [e for e in entries if e["path"] == "/deals/v1/batch-async/update"]
+
+
+def write_deals(path: Path, count: int) -> None:
+    lines = ["deals:"]
+    for n in range(count):
+        lines.append(
+            f'  "{9000 + n}":\n    amount: {n + 1000}\n    dealstage: contractsent'
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def seed(count: int) -> Snapshot:
+    deals = {
+        str(9000 + n): {
+            "amount": str(n),
+            "dealstage": "qualifiedtobuy",
+            "pipeline": "default",
+        }
+        for n in range(count)
+    }
+    deals["9001"]["amount"] = "1001.00"  # already right, written differently
+    deals["9001"]["dealstage"] = "contractsent"
+    return Snapshot(deals=deals)
+
+
+def test_plan_apply_wait_then_plan_is_empty(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(250))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 250)
+
+    code, out, err = run(
+        "plan", desired, "-o", tmp_path / "plan.json", "--detailed-exitcode"
+    )
+    assert code == 2, err
+    assert "Plan: 249 deals to update, 498 properties to change in 3 batches;" in out
+
+    code, out, err = run("apply", tmp_path / "plan.json", "--wait", "--timeout", "30")
+    assert code == 0, out + err
+    assert "verify: verified" in out
+    assert "Apply: 249 deals applied, 0 rejected in 3 batches;" in out
+
+    code, out, _ = run("plan", desired, "--detailed-exitcode")
+    assert code == 0
+    assert out.startswith("No changes.")
+    sent = update_requests(tmp_path)
+    assert len(sent) == 3  # ceil(249 changed deals / 100)
+    assert [len(entry["body"]) for entry in sent] == [100, 100, 49]  # type: ignore[arg-type]
+    assert sent[0]["body"][0] == {  # type: ignore[index]
+        "objectId": 9000,
+        "properties": [
+            {"name": "amount", "value": "1000"},
+            {"name": "dealstage", "value": "contractsent"},
+        ],
+    }
+
+
+def test_stale_plan_sends_nothing(serve: type[Sandbox], tmp_path: Path) -> None:
+    sandbox = serve(seed(3))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 3)
+    assert run("plan", desired, "-o", tmp_path / "plan.json")[0] == 0
+
+    body = [{"objectId": 9002, "properties": [{"name": "amount", "value": "77"}]}]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.post(f"{sandbox.url}/deals/v1/batch-async/update", json=body, headers=headers)
+
+    code, _, err = run("apply", tmp_path / "plan.json")
+    assert code == 4
+    assert 'deal 9002 amount: planned against "2", now "77"' in err
+    assert "nothing was sent" in err
+    assert len(update_requests(tmp_path)) == 1  # only the change made above
+
+
+def test_rejected_deal_is_isolated_and_the_rest_applied(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    case = CASES / "B20"
+    snapshot = load_snapshot([case / "snapshot.json"])
+    code, _, err = run(
+        "plan",
+        case / "desired.yaml",
+        "--snapshot",
+        case / "snapshot.json",
+        "--properties",
+        E2E / "tier_properties.json",
+        "--batch-size",
+        "2",
+        "-o",
+        tmp_path / "plan.json",
+    )
+    assert code == 0, err
+    serve(snapshot, E2E / "tier_properties_without_platinum.json")
+
+    code, out, _ = run("apply", tmp_path / "plan.json")
+    assert code == 3
+    assert "batch 1: applied (2 deals: 20001, 20002)" in out
+    assert "batch 2: partly applied (2 deals: 20003, 20004); rejected 20004" in out
+    assert "batch 3: applied (1 deal: 20005)" in out
+    assert (
+        "rejected: deal 20004 deal_tier=platinum:"
+        " platinum was not one of the allowed options"
+    ) in out
+    assert f"({case / 'desired.yaml'}:6)" in out
+
+    code, out, _ = run(
+        "plan",
+        case / "desired.yaml",
+        "--properties",
+        E2E / "tier_properties.json",
+        "--format",
+        "json",
+    )
+    remaining = json.loads(out)["batches"]
+    assert [deal["id"] for batch in remaining for deal in batch["deals"]] == ["20004"]
+
+
+def test_fail_fast_stops_after_the_first_rejected_batch(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    case = CASES / "B20"
+    run(
+        "plan",
+        case / "desired.yaml",
+        "--snapshot",
+        case / "snapshot.json",
+        "--properties",
+        E2E / "tier_properties.json",
+        "--batch-size",
+        "2",
+        "-o",
+        tmp_path / "plan.json",
+    )
+    serve(
+        load_snapshot([case / "snapshot.json"]),
+        E2E / "tier_properties_without_platinum.json",
+    )
+    code, out, _ = run("apply", tmp_path / "plan.json", "--fail-fast")
+    assert code == 3
+    assert "batch 2: rejected (2 deals: 20003, 20004)" in out
+    assert "batch 3: not attempted (1 deal: 20005)" in out
+    assert len(update_requests(tmp_path)) == 2
+
+
+def test_wait_timeout_and_pending_changes_in_the_next_plan(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    case = CASES / "B18"
+    serve(load_snapshot([case / "snapshot.json"]), delay=60.0)
+    run("plan", case / "desired.yaml", "-o", tmp_path / "plan.json")
+
+    code, out, _ = run("apply", tmp_path / "plan.json", "--wait", "--timeout", "0.5")
+    assert code == 5
+    assert "verify: accepted, not yet visible" in out
+    assert (
+        "deal 18001 dealstage: sent 'closedwon', HubSpot still shows 'qualifiedtobuy'"
+        in out
+    )
+
+    code, out, _ = run("plan", case / "desired.yaml")
+    assert code == 0
+    assert "submitted 0 s ago, awaiting processing" in out or "submitted 1 s ago" in out
+
+
+def test_token_never_appears_in_any_output(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(2))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 2)
+    outputs = [run("-vv", "plan", desired, "-o", tmp_path / "plan.json")]
+    outputs.append(run("-vv", "apply", tmp_path / "plan.json", "--wait"))
+    outputs.append(run("-vv", "snapshot", desired, "-o", tmp_path / "snap.json"))
+    for code, out, err in outputs:
+        assert code == 0, err
+        assert TOKEN not in out + err
+    assert "POST /deals/v1/batch-async/update 202" in outputs[1][2]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert TOKEN not in path.read_text()
+
+
+def test_wrong_token_is_refused_without_echoing_it(
+    serve: type[Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve(seed(2))
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-wrong-token")
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 1)
+    code, out, err = run("plan", desired)
+    assert code == 1
+    assert "401" in err
+    assert "pat-wrong-token" not in out + err
+
+
+def test_snapshot_command_saves_live_values(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(3))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 3)
+    desired.write_text(desired.read_text() + '  "1":\n    amount: 5\n')
+    code, _, err = run("snapshot", desired, "-o", tmp_path / "snap.json")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "snap.json").read_text())
+    assert saved["deals"]["9002"]["amount"] == "2"
+    assert saved["deals"]["9002"]["dealstage"] == "qualifiedtobuy"
+    assert list(saved["missing"]) == ["1"]
+    assert "Saved 3 deals" in err
+
+
+def test_quickstart_example_plans_against_the_bundled_snapshot() -> None:
+    examples = ROOT / "examples"
+    code, out, err = run(
+        "plan", examples / "deals", "--snapshot", examples / "snapshot.json"
+    )
+    assert code == 0, err
+    assert "Plan: 7 deals to update, 16 properties to change in 1 batch;" in out
+
+
+def test_apply_of_paths_confirms_before_sending(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(2))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 2)
+    code, out, err = run("apply", desired)
+    assert code == 64
+    assert "pass --auto-approve" in err
+    assert "Plan: 1 deal to update" in out
+    assert not (tmp_path / "requests.jsonl").exists() or update_requests(tmp_path) == []
+
+    code, out, err = run("apply", desired, "--auto-approve", "--wait")
+    assert code == 0, err
+    assert "Apply: 1 deal applied, 0 rejected in 1 batch;" in out
+    assert len(update_requests(tmp_path)) == 1
