@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class ExitCode(enum.IntEnum):
@@ -20,9 +21,11 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where something was written: file, 1-based line and column."""
+class Location(NamedTuple):
+    """Where something was written: file, 1-based line and column.
+
+    A named tuple because loading makes one per YAML node; it is cheap.
+    """
 
     file: str
     line: int

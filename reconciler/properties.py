@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.errors import Finding, InvalidInputError, Location
 
@@ -186,8 +186,7 @@ def _bad_file(source: str, message: str) -> InvalidInputError:
 # --- desired values to wire values ----------------------------------------
 
 
-@dataclass(frozen=True)
-class Scalar:
+class Scalar(NamedTuple):
     """A scalar as written in YAML: its text and whether it was quoted."""
 
     text: str

@@ -34,6 +34,7 @@ from reconciler.properties import (
 from reconciler.snapshot import Snapshot
 
 PipelineMap = CollectionsMapping[str, Pipeline]
+NUMBER_START = frozenset("0123456789+-.")
 YAML12_INT = re.compile(r"[-+]?[0-9]+")
 YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
@@ -77,7 +78,7 @@ def check_schema(document: Document) -> list[Finding]:
             Finding(location, "the file is empty; it needs a deals mapping", "schema")
         ]
     findings = []
-    for problem in schema.iter_problems("deals", as_json(document.root)):
+    for problem in schema.iter_desired_problems(as_json(document.root)):
         path = problem.path
         node = _node_at(document.root, path, problem.key)
         deal = str(path[1]) if len(path) > 1 and path[0] == "deals" else None
@@ -100,6 +101,8 @@ def _schema_message(problem: schema.SchemaProblem) -> str:
         return "version must be 1"
     if depth == 0 or problem.path == ("deals",):
         return "a desired-state file is a mapping with a 'deals' mapping inside"
+    if depth == 2 and problem.rule == "minProperties":
+        return "a deal lists at least one property to manage"
     if depth == 2:
         return "a deal is a mapping of property names to values"
     if depth >= 3:
@@ -127,6 +130,8 @@ def _resolve(scalar: Scalar) -> Any:
         return None
     if text in ("true", "True", "TRUE", "false", "False", "FALSE"):
         return text.lower() == "true"
+    if text[0] not in NUMBER_START:
+        return text
     if YAML12_INT.fullmatch(text):
         return int(text)
     if YAML12_FLOAT.fullmatch(text):
