@@ -154,7 +154,7 @@ class _Reader:
                 root = self.read_node(self.next(), ())
                 self.next()  # the document's end
 
-    def read_node(self, event: yaml.Event, trail: tuple[str, ...]) -> Node:
+    def read_node(self, event: Any, trail: tuple[str, ...]) -> Node:
         kind = event.__class__
         if kind is yaml.ScalarEvent and event.tag is None:
             # The common case, kept short: it runs once per value.
