@@ -20,11 +20,10 @@ from reconciler.errors import (
     DailyLimitError,
     ExitCode,
     HubSpotError,
-    Location,
     StalePlanError,
 )
 from reconciler.hubspot import HubSpotClient, PropertyError, UpdateResult
-from reconciler.plan import Batch, Change, Plan, build_request_body
+from reconciler.plan import Batch, Change, Plan, build_request_body, change_to_json
 from reconciler.properties import PropertyDefinition, display_value, same_value
 from reconciler.snapshot import canonical_id, id_order
 
@@ -563,18 +562,4 @@ def _deal_key(deal: RejectedDeal) -> tuple[int, str]:
 
 
 def _change_to_dict(change: Change) -> dict[str, Any]:
-    return {
-        "deal": change.deal,
-        "property": change.property,
-        "type": change.type,
-        "field_type": change.field_type,
-        "before": change.before,
-        "after": change.after,
-        "location": _location_to_dict(change.location),
-    }
-
-
-def _location_to_dict(location: Location | None) -> dict[str, Any] | None:
-    if location is None:
-        return None
-    return {"file": location.file, "line": location.line, "column": location.column}
+    return {"deal": change.deal, **change_to_json(change)}

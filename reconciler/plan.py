@@ -138,7 +138,7 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
                     {
                         "id": deal,
                         "changes": [
-                            _change_to_json(change)
+                            change_to_json(change)
                             for change in batch.changes
                             if change.deal == deal
                         ],
@@ -151,7 +151,8 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _change_to_json(change: Change) -> dict[str, Any]:
+def change_to_json(change: Change) -> dict[str, Any]:
+    """One change as the saved plan and reports write it."""
     entry: dict[str, Any] = {
         "property": change.property,
         "type": change.type,

@@ -208,9 +208,9 @@ def _rejected_line(rejected: dict[str, Any]) -> str:
     values = ", ".join(f"{c['property']}={c['after']}" for c in rejected["changes"])
     sources = sorted(
         {
-            f"{c['location']['file']}:{c['location']['line']}"
+            f"{c['source']['file']}:{c['source']['line']}"
             for c in rejected["changes"]
-            if c.get("location")
+            if c.get("source")
         }
     )
     where = f" ({', '.join(sources)})" if sources else ""

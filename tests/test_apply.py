@@ -20,35 +20,15 @@ from reconciler.apply import (
 from reconciler.errors import ExitCode, Location, StalePlanError
 from reconciler.hubspot import HubSpotClient
 from reconciler.plan import Change, Plan, build_plan
-
-FIXTURES = Path(__file__).parent / "fixtures" / "http"
-TOKEN = "pat-na1-00000000-test-token-never-shown"
-UPDATE_PATH = "/deals/v1/batch-async/update"
-READ_PATH = "/crm/v3/objects/deals/batch/read"
+from tests.fakes import (
+    READ_PATH,
+    TOKEN,
+    UPDATE_PATH,
+    FakeTime,
+    fixture_response,
+)
 
 Override = Callable[[int, list[dict[str, Any]]], "httpx.Response | None"]
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def fixture_response(name: str) -> httpx.Response:
-    data = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    if "body_text" in data:
-        return httpx.Response(data["http_status"], content=data["body_text"].encode())
-    return httpx.Response(data["http_status"], json=data["body"])
 
 
 class FakeHubSpot:
@@ -356,7 +336,7 @@ def test_split_report_as_dict() -> None:
                     "field_type": "select",
                     "before": "silver",
                     "after": "platinum",
-                    "location": {"file": "desired.yaml", "line": 6, "column": 5},
+                    "source": {"file": "desired.yaml", "line": 6, "column": 5},
                 }
             ],
             "errors": [

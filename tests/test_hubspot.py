@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,39 +17,17 @@ from reconciler.hubspot import (
     PropertyError,
     client_from_env,
 )
+from tests.fakes import (
+    READ_PATH,
+    TOKEN,
+    UPDATE_PATH,
+    FakeTime,
+    fixture_response,
+)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "http"
-TOKEN = "pat-na1-00000000-test-token-never-shown"
-UPDATE_PATH = "/deals/v1/batch-async/update"
-READ_PATH = "/crm/v3/objects/deals/batch/read"
 BODY = [{"objectId": 16001, "properties": [{"name": "amount", "value": "1"}]}]
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def fixture_response(
-    name: str, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    data = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    if "body_text" in data:
-        content = data["body_text"].encode("utf-8")
-        return httpx.Response(data["http_status"], content=content, headers=headers)
-    return httpx.Response(data["http_status"], json=data["body"], headers=headers)
 
 
 class Server:
@@ -75,7 +52,7 @@ class Server:
 def make_client(
     handler: Handler, time: FakeTime | None = None, **options: Any
 ) -> tuple[HubSpotClient, FakeTime]:
-    time = time or FakeTime()
+    time = time or FakeTime(1000.0)
     if isinstance(handler, Server):
         handler.time = time
     http = httpx.Client(transport=httpx.MockTransport(handler))

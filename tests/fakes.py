@@ -1,0 +1,39 @@
+"""Test doubles shared by the HTTP client and apply tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+HTTP_FIXTURES = Path(__file__).parent / "fixtures" / "http"
+TOKEN = "pat-na1-00000000-test-token-never-shown"
+UPDATE_PATH = "/deals/v1/batch-async/update"
+READ_PATH = "/crm/v3/objects/deals/batch/read"
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def fixture_response(
+    name: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """A recorded HubSpot answer from tests/fixtures/http as an httpx response."""
+    data = json.loads((HTTP_FIXTURES / name).read_text(encoding="utf-8"))
+    if "body_text" in data:
+        content = data["body_text"].encode("utf-8")
+        return httpx.Response(data["http_status"], content=content, headers=headers)
+    return httpx.Response(data["http_status"], json=data["body"], headers=headers)
