@@ -279,7 +279,7 @@ def check_stale(plan: Plan, client: HubSpotClient) -> None:
 
     Reads the planned deals and properties live; sends no update.
     """
-    changes = plan.changes
+    changes = [*plan.changes, *plan.checks]
     if not changes:
         return
     current = read_values(client, changes)

@@ -140,7 +140,7 @@ def _plan(
     for finding in diff.missing:
         warnings.append(f"skipped: {finding}")
     changes = _annotate_pending(diff.changes, settings.journal_path)
-    plan = build_plan(changes, settings.batch_size, diff.unchanged_deals)
+    plan = build_plan(changes, settings.batch_size, diff.unchanged_deals, diff.checks)
     plan.warnings = warnings
     return plan
 

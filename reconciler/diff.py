@@ -18,6 +18,7 @@ class Diff:
     """The changes, how many deals already match, and deals HubSpot lacks."""
 
     changes: list[Change] = field(default_factory=list)
+    checks: list[Change] = field(default_factory=list)
     unchanged_deals: int = 0
     missing: list[Finding] = field(default_factory=list)
 
@@ -39,12 +40,15 @@ def diff_values(
         if current is None:
             result.missing.append(_missing(state, snapshot, deal_id))
             continue
-        changes = [
-            _change(value, current.get(value.property))
-            for value in deal_values
-            if not same_value(value.definition, current.get(value.property), value.wire)
-        ]
+        changes: list[Change] = []
+        checks: list[Change] = []
+        for value in deal_values:
+            before = current.get(value.property)
+            same = same_value(value.definition, before, value.wire)
+            (checks if same else changes).append(_change(value, before))
         result.changes.extend(changes)
+        if changes:
+            result.checks.extend(checks)
         result.unchanged_deals += not changes
     return result
 

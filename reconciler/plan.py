@@ -43,6 +43,9 @@ class Batch:
 
     index: int
     changes: tuple[Change, ...]
+    # Managed values of these deals that already match: not sent, but checked
+    # before applying so that a plan is refused if any of them moved.
+    checks: tuple[Change, ...] = ()
 
     @property
     def deals(self) -> list[str]:
@@ -67,6 +70,10 @@ class Plan:
         return [change for batch in self.batches for change in batch.changes]
 
     @property
+    def checks(self) -> list[Change]:
+        return [check for batch in self.batches for check in batch.checks]
+
+    @property
     def deal_count(self) -> int:
         return sum(len(batch.deals) for batch in self.batches)
 
@@ -76,7 +83,10 @@ class Plan:
 
     def fingerprint(self) -> str:
         """A digest of what the plan sends and expects; names one plan."""
-        payload = [[c.deal, c.property, c.before, c.after] for c in self.changes]
+        payload = [
+            [c.deal, c.property, c.before, c.after]
+            for c in (*self.changes, *self.checks)
+        ]
         digest = hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
         return f"sha256:{digest}"
 
@@ -99,18 +109,27 @@ def build_request_body(changes: Iterable[Change]) -> list[dict[str, Any]]:
 
 
 def build_plan(
-    changes: Sequence[Change], batch_size: int = MAX_BATCH_SIZE, unchanged: int = 0
+    changes: Sequence[Change],
+    batch_size: int = MAX_BATCH_SIZE,
+    unchanged: int = 0,
+    checks: Sequence[Change] = (),
 ) -> Plan:
-    """Order changes and cut them into batches of at most ``batch_size`` deals."""
+    """Order changes and cut them into batches of at most ``batch_size`` deals.
+
+    ``checks`` are managed values of the same deals that need no change; each
+    batch keeps those of its deals.
+    """
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch size must be 1 to {MAX_BATCH_SIZE}")
     ordered = sorted(changes, key=lambda c: (id_order(c.deal), c.property))
     deals = list(dict.fromkeys(change.deal for change in ordered))
+    checked = sorted(checks, key=lambda c: (id_order(c.deal), c.property))
     batches: list[Batch] = []
     for start in range(0, len(deals), batch_size):
         members = set(deals[start : start + batch_size])
         chosen = tuple(change for change in ordered if change.deal in members)
-        batches.append(Batch(len(batches) + 1, chosen))
+        kept = tuple(check for check in checked if check.deal in members)
+        batches.append(Batch(len(batches) + 1, chosen, kept))
     return Plan(batches, unchanged_deals=unchanged, batch_size=batch_size)
 
 
@@ -134,21 +153,22 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         "batches": [
             {
                 "index": batch.index,
-                "deals": [
-                    {
-                        "id": deal,
-                        "changes": [
-                            change_to_json(change)
-                            for change in batch.changes
-                            if change.deal == deal
-                        ],
-                    }
-                    for deal in batch.deals
-                ],
+                "deals": [_deal_to_json(batch, deal) for deal in batch.deals],
             }
             for batch in plan.batches
         ],
     }
+
+
+def _deal_to_json(batch: Batch, deal: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": deal,
+        "changes": [change_to_json(c) for c in batch.changes if c.deal == deal],
+    }
+    unchanged = [change_to_json(c) for c in batch.checks if c.deal == deal]
+    if unchanged:
+        entry["unchanged"] = unchanged
+    return entry
 
 
 def change_to_json(change: Change) -> dict[str, Any]:
@@ -181,7 +201,11 @@ def load_plan(path: Path) -> Plan:
         findings = [Finding(Location(str(path), 1, 1), p, "schema") for p in problems]
         raise InvalidInputError(findings, f"{path} is not a valid saved plan")
     batches = [
-        Batch(batch["index"], tuple(_changes_from_json(batch["deals"])))
+        Batch(
+            batch["index"],
+            tuple(_changes_from_json(batch["deals"], "changes")),
+            tuple(_changes_from_json(batch["deals"], "unchanged")),
+        )
         for batch in data["batches"]
     ]
     plan = Plan(
@@ -199,9 +223,9 @@ def load_plan(path: Path) -> Plan:
     return plan
 
 
-def _changes_from_json(deals: list[dict[str, Any]]) -> Iterator[Change]:
+def _changes_from_json(deals: list[dict[str, Any]], key: str) -> Iterator[Change]:
     for deal in deals:
-        for entry in deal["changes"]:
+        for entry in deal.get(key, []):
             source = entry.get("source")
             location = (
                 Location(source["file"], source["line"], source["column"])

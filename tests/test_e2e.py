@@ -294,3 +294,31 @@ def test_apply_of_paths_confirms_before_sending(
     assert code == 0, err
     assert "Apply: 1 deal applied, 0 rejected in 1 batch;" in out
     assert len(update_requests(tmp_path)) == 1
+
+
+def test_plan_is_stale_when_an_unchanged_managed_value_moved(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    sandbox = serve(seed(3))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 3)
+    # Deal 9001 already holds its desired dealstage; only its amount changes.
+    desired.write_text(desired.read_text().replace("amount: 1001", "amount: 1500"))
+    assert run("plan", desired, "-o", tmp_path / "plan.json")[0] == 0
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    deal = saved["batches"][0]["deals"][1]
+    assert (deal["id"], [c["property"] for c in deal["unchanged"]]) == (
+        "9001",
+        ["dealstage"],
+    )
+
+    body = [
+        {"objectId": 9001, "properties": [{"name": "dealstage", "value": "closedwon"}]}
+    ]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.post(f"{sandbox.url}/deals/v1/batch-async/update", json=body, headers=headers)
+
+    code, _, err = run("apply", tmp_path / "plan.json")
+    assert code == 4
+    assert 'deal 9001 dealstage: planned against "contractsent", now "closedwon"' in err
+    assert len(update_requests(tmp_path)) == 1
