@@ -16,7 +16,7 @@ import httpx
 
 from reconciler import properties
 from reconciler.apply import ApplyReport, Journal, apply_plan
-from reconciler.desired import DesiredState, load_desired
+from reconciler.desired import DesiredState, read_desired
 from reconciler.diff import diff_values
 from reconciler.errors import InvalidInputError, ReconcilerError, UsageError
 from reconciler.hubspot import HubSpotClient, client_from_env
@@ -91,7 +91,7 @@ def load_definitions(settings: Settings, client: HubSpotClient | None) -> Defini
 
 def validate_paths(paths: Sequence[Path], settings: Settings) -> Validated:
     """``reconciler validate``: schema and property checks, all problems at once."""
-    state = load_desired(paths)
+    state = read_desired(paths)
     definitions = load_definitions(settings, settings.client())
     snapshot = (
         load_snapshot(settings.snapshot_paths) if settings.snapshot_paths else None
@@ -101,10 +101,12 @@ def validate_paths(paths: Sequence[Path], settings: Settings) -> Validated:
 
 def plan_paths(paths: Sequence[Path], settings: Settings) -> Plan:
     """``reconciler plan``: validate, read the snapshot, diff and batch."""
-    state = load_desired(paths)
+    state = read_desired(paths)
     client = settings.client()
     definitions = load_definitions(settings, client)
     if settings.snapshot_paths:
+        if state.problems:
+            validate_state(state, definitions)  # raises with every problem
         snapshot = load_snapshot(settings.snapshot_paths)
     elif client is not None:
         # Fail on the desired state's own problems before reading HubSpot.
@@ -115,7 +117,7 @@ def plan_paths(paths: Sequence[Path], settings: Settings) -> Plan:
             "plan needs --snapshot FILE, or HUBSPOT_ACCESS_TOKEN to read HubSpot"
         )
     values = validate_state(state, definitions, snapshot)
-    return _plan(state, values, snapshot, settings)
+    return _plan(state, values, snapshot, settings, live=not settings.snapshot_paths)
 
 
 def _read_names(values: Sequence[DesiredValue]) -> list[str]:
@@ -130,6 +132,7 @@ def _plan(
     values: list[DesiredValue],
     snapshot: Snapshot,
     settings: Settings,
+    live: bool,
 ) -> Plan:
     diff = diff_values(state, values, snapshot)
     warnings = []
@@ -139,7 +142,11 @@ def _plan(
         )
     for finding in diff.missing:
         warnings.append(f"skipped: {finding}")
-    changes = _annotate_pending(diff.changes, settings.journal_path)
+    # Only HubSpot itself can lag behind an apply; a snapshot file is as old
+    # as it is, so the journal says nothing about it.
+    changes = diff.changes
+    if live:
+        changes = _annotate_pending(changes, settings.journal_path)
     plan = build_plan(changes, settings.batch_size, diff.unchanged_deals, diff.checks)
     plan.warnings = warnings
     return plan
@@ -163,7 +170,7 @@ def _annotate_pending(changes: list[Change], journal_path: Path) -> list[Change]
 
 def take_snapshot(paths: Sequence[Path], settings: Settings) -> Snapshot:
     """``reconciler snapshot``: the live values of the managed deals."""
-    state = load_desired(paths)
+    state = read_desired(paths)
     client = settings.require_client("snapshot")
     definitions = load_definitions(settings, client)
     values = validate_state(state, definitions)

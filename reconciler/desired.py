@@ -26,6 +26,9 @@ from reconciler.snapshot import canonical_id, id_order
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Desired state needs three levels; the cap keeps hostile nesting from
+# exhausting Python's recursion limit.
+MAX_DEPTH = 20
 STR_TAGS = ("!", "tag:yaml.org,2002:str")
 
 
@@ -71,6 +74,7 @@ class DesiredState:
 
     documents: list[Document] = field(default_factory=list)
     deals: dict[str, DesiredDeal] = field(default_factory=dict)
+    problems: list[Finding] = field(default_factory=list)
 
     def ordered_deals(self) -> list[DesiredDeal]:
         return [self.deals[deal_id] for deal_id in sorted(self.deals, key=id_order)]
@@ -132,6 +136,17 @@ class _Reader:
             raise _Abort
         return event
 
+    def too_deep(self, event: Any) -> _Abort:
+        self.findings.append(
+            Finding(
+                self.where(event.start_mark),
+                f"nested deeper than {MAX_DEPTH} levels; desired state is deals,"
+                " their properties and values",
+                "depth",
+            )
+        )
+        return _Abort()
+
     def read_stream(self) -> Node | None:
         root: Node | None = None
         documents = 0
@@ -164,6 +179,9 @@ class _Reader:
         if kind is yaml.ScalarEvent:
             return self.read_tagged(event)
         if kind is yaml.SequenceStartEvent:
+            if len(trail) > MAX_DEPTH:
+                raise self.too_deep(event)
+            trail = (*trail, "-")
             items: list[Node] = []
             while (item := self.next()).__class__ is not yaml.SequenceEndEvent:
                 items.append(self.read_node(item, trail))
@@ -187,6 +205,8 @@ class _Reader:
     def read_mapping(
         self, event: yaml.MappingStartEvent, trail: tuple[str, ...]
     ) -> Mapping:
+        if len(trail) > MAX_DEPTH:
+            raise self.too_deep(event)
         items: list[tuple[Scalar, Node]] = []
         seen: dict[str, Location] = {}
         while (key_event := self.next()).__class__ is not yaml.MappingEndEvent:
@@ -249,25 +269,30 @@ def read_document(path: Path) -> tuple[Document, list[Finding]]:
 # --- collecting deals across files --------------------------------------------
 
 
-def load_desired(paths: Sequence[Path]) -> DesiredState:
-    """Read every file under ``paths``; raise with all loading problems at once.
+def read_desired(paths: Sequence[Path]) -> DesiredState:
+    """Read every file under ``paths``, keeping loading problems in the state.
 
-    Structure beyond loading (what keys a file may have, value types) is left
-    to the schema check so that every structural problem is reported together.
+    A file that cannot be read at all (syntax, aliases) contributes only its
+    problem; the others still contribute their deals, so that validation can
+    report every problem of every file in one run.
     """
     files, findings = find_files(paths)
-    state = DesiredState()
+    state = DesiredState(problems=findings)
     with _collector_paused():
         for path in files:
             document, problems = read_document(path)
-            findings.extend(problems)
+            state.problems.extend(problems)
             state.documents.append(document)
-        if findings:
-            raise InvalidInputError(findings)
         for document in state.documents:
-            findings.extend(_collect_deals(state, document))
-    if findings:
-        raise InvalidInputError(findings)
+            state.problems.extend(_collect_deals(state, document))
+    return state
+
+
+def load_desired(paths: Sequence[Path]) -> DesiredState:
+    """Read every file under ``paths``; raise with all loading problems at once."""
+    state = read_desired(paths)
+    if state.problems:
+        raise InvalidInputError(state.problems)
     return state
 
 

@@ -21,6 +21,12 @@ from reconciler.errors import Finding, InvalidInputError, Location
 
 MS_PER_DAY = 86_400_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MIN_MILLIS = (datetime(1, 1, 1, tzinfo=timezone.utc) - EPOCH) // timedelta(
+    milliseconds=1
+)
+MAX_MILLIS = (datetime.max.replace(tzinfo=timezone.utc) - EPOCH) // timedelta(
+    milliseconds=1
+)
 PLAIN_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 ISO_TIMESTAMP = re.compile(
     r"(?P<year>[0-9]{4})-(?P<month>[0-9]{1,2})-(?P<day>[0-9]{1,2})"
@@ -323,13 +329,25 @@ def _datetime_wire(definition: PropertyDefinition, value: Scalar) -> str:
 
 
 def _epoch_millis(text: str, kind: str) -> int:
-    millis = int(text)
-    if len(text.lstrip("-")) <= 10:
+    millis, digits = int(text), len(text.lstrip("-"))
+    compact = re.fullmatch(r"([0-9]{4})([0-9]{2})([0-9]{2})", text)
+    if compact:
         raise ValueProblem(
-            f"{len(text.lstrip('-'))}-digit number {text} looks like epoch seconds;"
-            f" {kind} values are epoch milliseconds (for example"
-            f" {millis * 1000}) or written as YYYY-MM-DD"
+            f"{text} looks like a date without dashes; write"
+            f" {compact[1]}-{compact[2]}-{compact[3]}"
         )
+    if 9 <= digits <= 10:
+        raise ValueProblem(
+            f"{digits}-digit number {text} looks like epoch seconds; {kind} values"
+            f" are epoch milliseconds (for example {millis * 1000}) or written as"
+            " YYYY-MM-DD"
+        )
+    if digits < 9:
+        raise ValueProblem(
+            f"{text} is not a {kind}; write YYYY-MM-DD or epoch milliseconds"
+        )
+    if not MIN_MILLIS <= millis <= MAX_MILLIS:
+        raise ValueProblem(f"{text} is outside the years 1 to 9999")
     return millis
 
 
@@ -494,7 +512,12 @@ def display_value(definition: PropertyDefinition | None, wire: str | None) -> st
     if wire is None or wire == "":
         return "(empty)"
     kind = definition.type if definition else "string"
-    if kind in ("date", "datetime") and wire.lstrip("-").isdigit():
+    digits = wire.lstrip("-").isdigit()
+    if (
+        kind in ("date", "datetime")
+        and digits
+        and MIN_MILLIS <= int(wire) <= MAX_MILLIS
+    ):
         moment = EPOCH + timedelta(milliseconds=int(wire))
         if kind == "date" or int(wire) % MS_PER_DAY == 0:
             return f"{moment.date().isoformat()} ({wire})"
@@ -517,7 +540,7 @@ def check_wire_value(definition: PropertyDefinition, wire: str) -> str | None:
     if kind == "number" and not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", wire.strip()):
         return f"{wire} was not a valid number."
     if kind == "date":
-        if not wire.lstrip("-").isdigit():
+        if not wire.lstrip("-").isdigit() or not MIN_MILLIS <= int(wire) <= MAX_MILLIS:
             return f"{wire} is not a valid date."
         if int(wire) % MS_PER_DAY:
             return f"{wire} is at {_time_of_day(int(wire))} UTC, not midnight!"

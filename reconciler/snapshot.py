@@ -70,7 +70,14 @@ def load_snapshot(paths: Sequence[Path]) -> Snapshot:
 def _json_files(paths: Sequence[Path], findings: list[Finding]) -> Iterable[Path]:
     for path in paths:
         if path.is_dir():
-            yield from sorted(path.rglob("*.json"))
+            pages = sorted(path.rglob("*.json"))
+            if not pages:
+                findings.append(
+                    Finding(
+                        Location(str(path), 1, 1), "folder holds no .json files", "io"
+                    )
+                )
+            yield from pages
         elif path.exists():
             yield path
         else:
@@ -125,7 +132,19 @@ def _add_v3_record(snapshot: Snapshot, record: Any, source: str) -> None:
         return
     values = snapshot.deals.setdefault(canonical_id(str(record["id"])), {})
     for name, value in (record.get("properties") or {}).items():
-        values[name] = None if value is None else str(value)
+        values[name] = _text(value, source, record["id"], name)
+
+
+def _text(value: Any, source: str, deal: Any, name: str) -> str | None:
+    """A property value as HubSpot's strings; JSON scalars are accepted too."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    message = f"deal {deal} property {name}: a value must be text, not {value!r}"
+    raise InvalidInputError([Finding(Location(source, 1, 1), message, "format")])
 
 
 def add_errors(snapshot: Snapshot, errors: Iterable[Any]) -> None:

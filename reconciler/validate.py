@@ -34,6 +34,8 @@ from reconciler.properties import (
 from reconciler.snapshot import Snapshot
 
 PipelineMap = CollectionsMapping[str, Pipeline]
+# HubSpot record IDs are signed 64-bit integers.
+MAX_DEAL_ID = 2**63 - 1
 NUMBER_START = frozenset("0123456789+-.")
 YAML12_INT = re.compile(r"[-+]?[0-9]+")
 YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
@@ -54,7 +56,10 @@ def validate_state(
     state: DesiredState, definitions: Definitions, snapshot: Snapshot | None = None
 ) -> list[DesiredValue]:
     """Check everything; return the values or raise with every problem found."""
-    findings = [f for document in state.documents for f in check_schema(document)]
+    findings = list(state.problems)
+    for document in state.documents:
+        if document.root is not None or not _unreadable(document, state):
+            findings.extend(check_schema(document))
     values: list[DesiredValue] = []
     for deal in state.ordered_deals():
         deal_values, problems = check_deal(deal, definitions, snapshot)
@@ -63,6 +68,14 @@ def validate_state(
     if findings:
         raise InvalidInputError(findings)
     return values
+
+
+def _unreadable(document: Document, state: DesiredState) -> bool:
+    """Whether loading already reported this file as unreadable."""
+    return any(
+        f.location is not None and f.location.file == document.path
+        for f in state.problems
+    )
 
 
 # --- the schema ----------------------------------------------------------------
@@ -173,6 +186,9 @@ def check_deal(
     """The wire values of one deal, and the problems of the rest."""
     values: list[DesiredValue] = []
     findings: list[Finding] = []
+    if not 1 <= int(deal.id) <= MAX_DEAL_ID:
+        message = f"deal ID {deal.id} is outside HubSpot's IDs (1 to {MAX_DEAL_ID})"
+        return [], [Finding(deal.key.location, message, "deal-id", deal.id)]
     for key, node in deal.properties:
         if isinstance(node, Mapping):
             continue  # the schema check reports nested mappings

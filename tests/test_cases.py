@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler.cli import app
-from tests.conftest import CASES, FIXTURES
+from tests.conftest import CASES, FIXTURES, needs_shared
 
 runner = CliRunner()
 VALID = FIXTURES / "cases"
@@ -45,6 +45,7 @@ def lines(found: list[dict[str, object]]) -> list[tuple[object, object, object]]
     return [(p["deal"], p["property"], p["line"]) for p in found]
 
 
+@needs_shared
 def test_b01_date_values_need_midnight_utc_milliseconds() -> None:
     case = CASES / "B01"
     found = problems(
@@ -72,6 +73,7 @@ def test_b01_date_values_need_midnight_utc_milliseconds() -> None:
     }
 
 
+@needs_shared
 def test_b02_numbers_are_plain_decimals() -> None:
     case = CASES / "B02"
     found = problems(
@@ -103,6 +105,7 @@ def test_b02_numbers_are_plain_decimals() -> None:
         assert not any(bad in value.lower() for bad in ("e", ",", "inf", "nan"))
 
 
+@needs_shared
 def test_b04_stages_belong_to_the_deals_pipeline() -> None:
     case = CASES / "B04"
     options = [
@@ -179,6 +182,7 @@ def test_b04_stages_belong_to_the_deals_pipeline() -> None:
     ]
 
 
+@needs_shared
 def test_b06_absent_null_and_value_stay_distinct(tmp_path: Path) -> None:
     case = CASES / "B06"
     code, _, err = run(
@@ -207,6 +211,7 @@ def test_b06_absent_null_and_value_stay_distinct(tmp_path: Path) -> None:
     assert "null" not in json.dumps(body)
 
 
+@needs_shared
 def test_b07_unknown_and_read_only_properties() -> None:
     case = CASES / "B07"
     found = problems(
@@ -232,6 +237,7 @@ def test_b07_unknown_and_read_only_properties() -> None:
     assert values == {("7005", "amount"): "100"}
 
 
+@needs_shared
 def test_b08_duplicate_keys_at_every_level() -> None:
     found = problems("validate", CASES / "B08" / "desired.yaml")
     assert [(p["line"], p["message"]) for p in found] == [
@@ -240,6 +246,7 @@ def test_b08_duplicate_keys_at_every_level() -> None:
     ]
 
 
+@needs_shared
 def test_b10_yaml_1_1_coercions_never_reach_hubspot() -> None:
     case = CASES / "B10"
     found = problems(
@@ -265,6 +272,7 @@ def test_b10_yaml_1_1_coercions_never_reach_hubspot() -> None:
     }
 
 
+@needs_shared
 def test_b12_unquoted_dates_and_times() -> None:
     case = CASES / "B12"
     found = problems(
@@ -296,6 +304,7 @@ def test_b12_unquoted_dates_and_times() -> None:
     }
 
 
+@needs_shared
 def test_b13_aliases_are_refused_before_anything_expands() -> None:
     started = time.perf_counter()
     found = problems("validate", CASES / "B13" / "desired.yaml")
@@ -304,6 +313,7 @@ def test_b13_aliases_are_refused_before_anything_expands() -> None:
     assert "aliases are not allowed" in str(found[0]["message"])
 
 
+@needs_shared
 def test_b15_merged_and_deleted_deals_are_named() -> None:
     case = CASES / "B15"
     found = problems(
@@ -330,6 +340,7 @@ def test_b15_merged_and_deleted_deals_are_named() -> None:
 
 
 @pytest.mark.parametrize("case", ["B08", "B13"])
+@needs_shared
 def test_load_errors_stop_before_the_snapshot_is_read(case: str) -> None:
     code, _, err = run(
         "plan", CASES / case / "desired.yaml", "--snapshot", "/nonexistent.json"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from reconciler import __version__
 from reconciler.cli import app
 from reconciler.errors import ExitCode
-from tests.conftest import CASES, ROOT
+from tests.conftest import CASES, ROOT, needs_shared
 
 runner = CliRunner()
 EXAMPLES = ROOT / "examples"
@@ -54,6 +54,7 @@ def test_validate_reports_success() -> None:
     assert (code, out) == (0, "Valid: 10 deals, 24 property values.\n")
 
 
+@needs_shared
 def test_json_goes_to_stdout_alone() -> None:
     case = CASES / "B07"
     code, out, err = run(
@@ -80,6 +81,7 @@ def test_json_goes_to_stdout_alone() -> None:
     }
 
 
+@needs_shared
 def test_text_problems_go_to_stderr_each_led_by_its_place() -> None:
     case = CASES / "B02"
     code, out, err = run(
@@ -99,6 +101,7 @@ def test_plan_needs_a_snapshot_or_a_token() -> None:
     assert "--snapshot" in err
 
 
+@needs_shared
 def test_failed_plan_writes_no_file(tmp_path: Path) -> None:
     case = CASES / "B15"
     out_file = tmp_path / "plan.json"

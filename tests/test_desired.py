@@ -163,3 +163,32 @@ def test_copies_of_a_file_under_a_folder_collide(tmp_path: Path) -> None:
     found = messages([tmp_path])
     assert len(found) == 1
     assert "deal 42 is declared twice" in found[0]
+
+
+def test_every_problem_of_every_file_in_one_run() -> None:
+    from reconciler.desired import read_desired
+
+    state = read_desired([DESIRED / "mixed"])
+    definitions = Definitions(load_definitions(None), load_pipelines(None))
+    with pytest.raises(InvalidInputError) as raised:
+        validate_state(state, definitions)
+    found = [
+        (Path(f.location.file).name, f.location.line, f.rule)
+        for f in raised.value.findings
+        if f.location
+    ]
+    assert found == [
+        ("a_broken.yaml", 4, "syntax"),
+        ("b_bad_values.yaml", 2, "deal-id"),
+        ("b_bad_values.yaml", 4, "deal-id"),
+        ("b_bad_values.yaml", 7, "property"),
+    ]
+    assert "outside HubSpot's IDs (1 to 9223372036854775807)" in str(
+        raised.value.findings[1]
+    )
+
+
+def test_deep_nesting_is_refused_without_recursing() -> None:
+    found = messages([DESIRED / "deep.yaml"])
+    assert len(found) == 1
+    assert "nested deeper than 20 levels" in found[0]

@@ -14,7 +14,7 @@ from reconciler.plan import Change, build_plan, load_plan, render_plan_file
 from reconciler.properties import Definitions, load_definitions, load_pipelines
 from reconciler.snapshot import load_snapshot
 from reconciler.validate import validate_state
-from tests.conftest import REAL_DATA
+from tests.conftest import REAL_DATA, needs_shared
 
 OPPORTUNITIES = REAL_DATA / "crm-opportunities"
 
@@ -86,6 +86,7 @@ def test_plan_file_is_byte_identical_across_runs() -> None:
     assert first == second
 
 
+@needs_shared
 def test_8800_real_deals_plan_exactly_the_changes(tmp_path: Path) -> None:
     snapshot = load_snapshot([OPPORTUNITIES / "v3_deals_list"])
     ids = sorted(snapshot.deals, key=int)

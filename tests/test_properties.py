@@ -19,7 +19,7 @@ from reconciler.properties import (
     same_value,
     to_wire,
 )
-from tests.conftest import REAL_DATA
+from tests.conftest import REAL_DATA, needs_shared
 
 HERE = Location("deals.yaml", 1, 1)
 NUMBER = PropertyDefinition("amount", "number", "number")
@@ -94,6 +94,27 @@ def test_dates_become_midnight_utc_milliseconds() -> None:
         to_wire(DATE, plain("2023-02-29"))
     with pytest.raises(ValueProblem, match="not a date"):
         to_wire(DATE, quoted("March 1st"))
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("20270331", "looks like a date without dashes; write 2027-03-31"),
+        ("0", "is not a date; write YYYY-MM-DD"),
+        ("253402300800000", "outside the years 1 to 9999"),
+        ("99999999999999999", "outside the years 1 to 9999"),
+    ],
+)
+def test_date_numbers_that_cannot_be_dates(text: str, complaint: str) -> None:
+    with pytest.raises(ValueProblem, match=complaint):
+        to_wire(DATE, plain(text))
+
+
+def test_display_never_fails_on_odd_values() -> None:
+    assert display_value(DATE, "99999999999999999") == '"99999999999999999"'
+    assert check_wire_value(DATE, "99999999999999999") == (
+        "99999999999999999 is not a valid date."
+    )
 
 
 def test_datetimes_need_an_offset() -> None:
@@ -197,6 +218,7 @@ def test_check_wire_value_answers_like_hubspot() -> None:
     assert check_wire_value(NUMBER, "") is None
 
 
+@needs_shared
 def test_real_v1_definitions_mark_read_only_by_read_only_value() -> None:
     path = REAL_DATA / "real" / "v1_deal_properties__demo_portal_2020-01-31.json"
     definitions = load_definitions(path)
@@ -214,6 +236,7 @@ def test_real_v1_definitions_mark_read_only_by_read_only_value() -> None:
     assert definitions["dealstage"].external_options is True
 
 
+@needs_shared
 def test_v1_and_v3_pipelines_read_alike() -> None:
     v1 = load_pipelines(
         REAL_DATA

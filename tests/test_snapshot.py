@@ -16,12 +16,13 @@ from reconciler.snapshot import (
     read_snapshot,
     render_snapshot,
 )
-from tests.conftest import CASES, REAL_DATA
+from tests.conftest import CASES, REAL_DATA, needs_shared
 
 REAL = REAL_DATA / "real"
 OPPORTUNITIES = REAL_DATA / "crm-opportunities"
 
 
+@needs_shared
 def test_real_v1_paged_deal() -> None:
     snapshot = load_snapshot(
         [REAL / "v1_deals_paged_current_values__demo_portal_2020-01-31.json"]
@@ -34,6 +35,7 @@ def test_real_v1_paged_deal() -> None:
     assert deal["hs_all_accessible_team_ids"] == ""
 
 
+@needs_shared
 def test_real_v1_paged_deal_with_history_reads_current_values() -> None:
     snapshot = load_snapshot(
         [REAL / "v1_deals_paged_with_history__demo_portal_2020-01-31.json"]
@@ -41,6 +43,7 @@ def test_real_v1_paged_deal_with_history_reads_current_values() -> None:
     assert snapshot.deals["931633510"]["dealstage"] == "presentationscheduled"
 
 
+@needs_shared
 def test_v3_list_page_keeps_nulls_as_empty() -> None:
     snapshot = load_snapshot([REAL / "v3_deals_list_page__dlt-hub_mock_2023-02.json"])
     assert sorted(snapshot.deals) == ["6744192456", "6744457152"]
@@ -48,6 +51,7 @@ def test_v3_list_page_keeps_nulls_as_empty() -> None:
     assert snapshot.deals["6744457152"]["amount"] == "3233"
 
 
+@needs_shared
 def test_folder_of_pages_is_one_snapshot() -> None:
     snapshot = load_snapshot([OPPORTUNITIES / "v3_deals_list"])
     assert len(snapshot.deals) == 8800
@@ -57,6 +61,7 @@ def test_folder_of_pages_is_one_snapshot() -> None:
     assert v1.deals["15000000000"]["closedate"] == "1488326400000"
 
 
+@needs_shared
 def test_batch_read_with_errors_records_missing_ids() -> None:
     snapshot = load_snapshot([CASES / "B15" / "response.json"])
     assert sorted(snapshot.deals) == ["15001", "15009"]
@@ -143,3 +148,23 @@ def test_live_read_asks_for_managed_properties_and_reports_missing() -> None:
     assert reader.calls == [(["1", "2", "3"], ["amount", "hs_merged_object_ids"])]
     assert snapshot.deals == {"1": {"amount": "5", "hs_object_id": "1"}}
     assert snapshot.missing == {"2": "gone", "3": "not returned by HubSpot"}
+
+
+def test_values_must_be_scalars_and_folders_must_hold_pages(tmp_path: Path) -> None:
+    page = tmp_path / "page.json"
+    page.write_text(
+        json.dumps({"results": [{"id": "1", "properties": {"amount": {"value": "1"}}}]})
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInputError) as raised:
+        load_snapshot([page, empty])
+    assert [f.message for f in raised.value.findings] == [
+        "folder holds no .json files",
+        "deal 1 property amount: a value must be text, not {'value': '1'}",
+    ]
+    snapshot = Snapshot()
+    add_response(
+        snapshot, {"results": [{"id": "2", "properties": {"a": True, "b": 5}}]}, "t"
+    )
+    assert snapshot.deals == {"2": {"a": "true", "b": "5"}}
