@@ -7,6 +7,7 @@ result for the renderer; expected failures are raised as ReconcilerError.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from reconciler.properties import Definitions
 from reconciler.snapshot import Snapshot, load_snapshot, read_snapshot
 from reconciler.validate import DesiredValue, validate_state
 
+log = logging.getLogger("reconciler")
 JOURNAL_PATH = Path(".reconciler") / "journal.jsonl"
 # Submissions older than this are assumed processed; HubSpot documents
 # "several minutes" for large batch-async updates.
@@ -96,7 +98,23 @@ def validate_paths(paths: Sequence[Path], settings: Settings) -> Validated:
     snapshot = (
         load_snapshot(settings.snapshot_paths) if settings.snapshot_paths else None
     )
-    return Validated(state, validate_state(state, definitions, snapshot), definitions)
+    values = validate_state(state, definitions, snapshot)
+    if snapshot is None and len(definitions.pipelines) > 1:
+        _warn_unknown_pipelines(values)
+    return Validated(state, values, definitions)
+
+
+def _warn_unknown_pipelines(values: Sequence[DesiredValue]) -> None:
+    """Say so when stages could not be checked against the deal's own pipeline."""
+    with_pipeline = {v.deal for v in values if v.property == "pipeline"}
+    unknown = {v.deal for v in values if v.property == "dealstage"} - with_pipeline
+    if unknown:
+        log.warning(
+            "%d deal(s) set dealstage without pipeline; without --snapshot their"
+            " current pipeline is unknown, so those stages were only checked to"
+            " exist in some pipeline",
+            len(unknown),
+        )
 
 
 def plan_paths(paths: Sequence[Path], settings: Settings) -> Plan:
