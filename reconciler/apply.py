@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,31 +22,77 @@ from reconciler.errors import (
     ExitCode,
     HubSpotError,
     StalePlanError,
+    UsageError,
 )
 from reconciler.hubspot import HubSpotClient, PropertyError, UpdateResult
-from reconciler.plan import Batch, Change, Plan, build_request_body, change_to_json
+from reconciler.plan import (
+    Batch,
+    Change,
+    Plan,
+    build_plan,
+    build_request_body,
+    change_to_json,
+)
 from reconciler.properties import PropertyDefinition, display_value, same_value
 from reconciler.snapshot import canonical_id, id_order
 
-BatchState = Literal["applied", "rejected", "partly applied", "failed", "not attempted"]
+BatchState = Literal[
+    "applied",
+    "rejected",
+    "partly applied",
+    "failed",
+    "refused: daily limit",
+    "interrupted",
+    "not attempted",
+]
 VerifyState = Literal["verified", "accepted, not yet visible", "not checked"]
-StopCause = Literal["daily limit", "error", "fail fast"]
+StopCause = Literal["daily limit", "error", "fail fast", "interrupted"]
+# What became of one deal; every planned deal has exactly one.
+DealFate = Literal[
+    "applied",
+    "rejected",
+    "rejected with batch",
+    "failed",
+    "refused: daily limit",
+    "unanswered",
+    "not attempted",
+]
 
 APPLIED: BatchState = "applied"
 REJECTED: BatchState = "rejected"
 PARTLY_APPLIED: BatchState = "partly applied"
 FAILED: BatchState = "failed"
+REFUSED_DAILY: BatchState = "refused: daily limit"
+INTERRUPTED: BatchState = "interrupted"
 NOT_ATTEMPTED: BatchState = "not attempted"
 VERIFIED: VerifyState = "verified"
 NOT_VISIBLE: VerifyState = "accepted, not yet visible"
 NOT_CHECKED: VerifyState = "not checked"
 
 DAILY_LIMIT_REASON = "daily API limit reached (resets at midnight, account time zone)"
+UNANSWERED_REASON = "interrupted before HubSpot answered; HubSpot may still apply it"
+INTERRUPTED_REASONS = {
+    "checking": "interrupted before anything was sent",
+    "sending": "interrupted; make a new plan to send the deals not applied",
+    "sent": "interrupted after every batch was applied",
+    "waiting": "interrupted while waiting for HubSpot to show the values",
+}
 FIRST_POLL_SECONDS = 1.0
 MAX_POLL_SECONDS = 30.0
 
 Values = dict[str, str | None]
 _VERIFIABLE = (None, "fail fast")
+# The deals of a batch that are neither applied nor rejected alone share the
+# batch's fate, except those of a request that never got an answer.
+_REMAINING_FATE: dict[BatchState, DealFate] = {
+    APPLIED: "applied",
+    REJECTED: "rejected with batch",
+    PARTLY_APPLIED: "rejected with batch",
+    FAILED: "failed",
+    REFUSED_DAILY: "refused: daily limit",
+    INTERRUPTED: "unanswered",
+    NOT_ATTEMPTED: "not attempted",
+}
 
 
 # --- the report ------------------------------------------------------------
@@ -60,13 +107,29 @@ class BatchOutcome:
     state: BatchState = NOT_ATTEMPTED
     applied: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    unanswered: list[str] = field(default_factory=list)
     requests: int = 0
     reason: str | None = None
+
+    def fates(self) -> dict[str, DealFate]:
+        """What became of each deal of the batch."""
+        fates: dict[str, DealFate] = {}
+        for deal in self.deals:
+            if deal in self.applied:
+                fates[deal] = "applied"
+            elif deal in self.rejected:
+                fates[deal] = "rejected"
+            elif deal in self.unanswered:
+                fates[deal] = "unanswered"
+            else:
+                fates[deal] = _REMAINING_FATE[self.state]
+        return fates
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data; deals in ascending ID order.
 
-        ``not_applied`` is every deal HubSpot did not accept, rejected or not.
+        ``not_applied`` is every deal HubSpot did not accept, rejected or not;
+        ``unanswered`` those sent in a request that an interruption cut off.
         """
         applied = set(self.applied)
         return {
@@ -76,6 +139,7 @@ class BatchOutcome:
             "applied": _sorted_ids(self.applied),
             "rejected": _sorted_ids(self.rejected),
             "not_applied": _sorted_ids(d for d in self.deals if d not in applied),
+            "unanswered": _sorted_ids(self.unanswered),
             "requests": self.requests,
             "reason": self.reason,
         }
@@ -140,6 +204,8 @@ class ApplyReport:
     @property
     def exit_code(self) -> ExitCode:
         """The process exit code; the most serious outcome decides."""
+        if self.stopped_by == "interrupted":
+            return ExitCode.INTERRUPTED
         if self.stopped_by == "error":
             return ExitCode.ERROR
         if self.stopped_by == "daily limit":
@@ -179,12 +245,21 @@ class ApplyReport:
 
     def _counts(self) -> dict[str, int]:
         states = [outcome.state for outcome in self.batches]
+        fates = Counter(
+            fate for outcome in self.batches for fate in outcome.fates().values()
+        )
         return {
             "batches": len(self.batches),
             "batches_applied": states.count(APPLIED),
             "batches_not_attempted": states.count(NOT_ATTEMPTED),
-            "deals_applied": sum(len(outcome.applied) for outcome in self.batches),
-            "deals_rejected": len(self.rejected),
+            "deals": sum(fates.values()),
+            "deals_applied": fates["applied"],
+            "deals_rejected": fates["rejected"],
+            "deals_rejected_with_batch": fates["rejected with batch"],
+            "deals_failed": fates["failed"],
+            "deals_refused_daily_limit": fates["refused: daily limit"],
+            "deals_unanswered": fates["unanswered"],
+            "deals_not_attempted": fates["not attempted"],
             "changes_applied": len(self.applied_changes),
             "requests": self.requests,
             "rate_limit_retries": self.rate_limit_retries,
@@ -349,17 +424,39 @@ def apply_plan(
     """Check the plan still holds, send its batches and optionally verify.
 
     Raises ``StalePlanError`` (nothing sent) when a planned deal moved.
-    Failures while sending end up in the report, not as exceptions.
+    Failures while sending end up in the report, not as exceptions, and so
+    does an interruption (Ctrl-C): it stops the run, and the report says
+    what HubSpot accepted until then.
     """
     start = _counters(client)
-    check_stale(plan, client)
     run = _Run(plan, client, journal, progress or _quiet)
-    run.send_all(fail_fast)
-    # A run stopped by an error or the daily limit cannot read back either.
-    if wait and run.report.applied_changes and run.report.stopped_by in _VERIFIABLE:
-        run.verify(timeout, sleep, clock)
+    try:
+        check_stale(plan, client)
+        run.send_all(fail_fast)
+        # A run stopped by an error or the daily limit cannot read back either.
+        if wait and run.report.applied_changes and run.report.stopped_by in _VERIFIABLE:
+            run.verify(timeout, sleep, clock)
+    except KeyboardInterrupt:
+        run.interrupt()
     run.report.count_requests(start, _counters(client))
     return run.report
+
+
+def rebatch_plan(plan: Plan, batch_size: int) -> Plan:
+    """The same plan cut into batches of at most ``batch_size`` deals.
+
+    The fingerprint names what a plan sends, not how it is batched, so the
+    journal knows the re-batched plan as the one that was saved.
+    """
+    rebatched = build_plan(plan.changes, batch_size, plan.unchanged_deals, plan.checks)
+    rebatched.warnings = list(plan.warnings)
+    if rebatched.fingerprint() != plan.fingerprint():
+        # Only a plan whose changes are not in plan order can get here.
+        raise UsageError(
+            "--batch-size cannot re-batch this plan without changing it;"
+            " make a new plan with --batch-size instead"
+        )
+    return rebatched
 
 
 class _Run:
@@ -381,13 +478,23 @@ class _Run:
             self.fingerprint,
             batches=[BatchOutcome(batch.index, batch.deals) for batch in plan.batches],
         )
+        # Where an interruption finds the run: the phase, the batch being
+        # sent, the request awaiting its answer, the last read while waiting.
+        self._phase = "checking"
+        self._current: BatchOutcome | None = None
+        self._batch_start = 0
+        self._in_flight: tuple[list[str], int] | None = None
+        self._last_read: list[UnseenValue] | None = None
 
     def send_all(self, fail_fast: bool) -> None:
+        self._phase = "sending"
         total = len(self.plan.batches)
         for batch, outcome in zip(self.plan.batches, self.report.batches, strict=True):
             if self.report.stopped_by is not None:
                 return
+            self._current, self._batch_start = outcome, self.client.requests_sent
             self._send_batch(batch, outcome, fail_fast)
+            self._current = None
             self.progress(_batch_message(outcome, total))
 
     def _send_batch(self, batch: Batch, outcome: BatchOutcome, fail_fast: bool) -> None:
@@ -404,21 +511,25 @@ class _Run:
             self._bisect(batch.changes, result, outcome)
             if outcome.applied:
                 outcome.state = PARTLY_APPLIED
-        except DailyLimitError:
-            self._stop_daily(outcome)
+        except DailyLimitError as error:
+            self._stop_daily(outcome, error)
         except HubSpotError as error:
             outcome.state = FAILED
             outcome.reason = str(error)
             self._stop("error", f"batch {batch.index} failed: {error}")
 
     def _update(self, changes: Sequence[Change], outcome: BatchOutcome) -> UpdateResult:
+        deals = _sorted_ids({change.deal for change in changes})
         outcome.requests += 1
+        self._in_flight = (deals, self.client.requests_sent)
         result = self.client.update_deals(build_request_body(changes))
         if result.accepted:
-            outcome.applied.extend(_sorted_ids({c.deal for c in changes}))
-            self.report.applied_changes.extend(changes)
+            # The journal first: it is what keeps a plan from being sent twice.
             if self.journal is not None:
                 self.journal.record(self.fingerprint, changes)
+            outcome.applied.extend(deals)
+            self.report.applied_changes.extend(changes)
+        self._in_flight = None
         return result
 
     def _bisect(
@@ -466,14 +577,48 @@ class _Run:
             "fail fast", f"stopped after batch {batch.index} was rejected (fail fast)"
         )
 
-    def _stop_daily(self, outcome: BatchOutcome) -> None:
+    def _stop_daily(self, outcome: BatchOutcome, error: DailyLimitError) -> None:
         if outcome.applied:
             outcome.state = PARTLY_APPLIED
         elif outcome.state != REJECTED:
-            outcome.state = NOT_ATTEMPTED
-        if outcome.reason is None:
+            # A 429 answered the batch itself; without one, the client knew
+            # the limit was spent and sent nothing.
+            outcome.state = REFUSED_DAILY if error.status == 429 else NOT_ATTEMPTED
+        if outcome.reason is None and outcome.state != NOT_ATTEMPTED:
             outcome.reason = DAILY_LIMIT_REASON
         self._stop("daily limit", DAILY_LIMIT_REASON)
+
+    def interrupt(self) -> None:
+        """Stop where an interruption found the run and settle the report."""
+        if self._current is not None:
+            self._interrupt_batch(self._current)
+        phase = self._phase
+        if phase == "sending" and all(b.state == APPLIED for b in self.report.batches):
+            phase = "sent"
+        if self._last_read is not None and self.report.verify == NOT_CHECKED:
+            self.report.verify = NOT_VISIBLE if self._last_read else VERIFIED
+            self.report.unseen = self._last_read
+        self._stop("interrupted", INTERRUPTED_REASONS[phase])
+
+    def _interrupt_batch(self, outcome: BatchOutcome) -> None:
+        if self._in_flight is not None:
+            deals, sent_before = self._in_flight
+            if self.client.requests_sent > sent_before:
+                outcome.unanswered = [d for d in deals if d not in outcome.applied]
+            else:
+                outcome.requests -= 1
+        if outcome.applied:
+            whole = len(set(outcome.applied)) == len(outcome.deals)
+            outcome.state = APPLIED if whole else PARTLY_APPLIED
+        elif outcome.state == NOT_ATTEMPTED and self._sent_for_batch():
+            # Sent, and its answer never recorded: HubSpot may have taken it.
+            outcome.state = INTERRUPTED
+            outcome.unanswered = list(outcome.deals)
+        if outcome.unanswered and outcome.reason is None:
+            outcome.reason = UNANSWERED_REASON
+
+    def _sent_for_batch(self) -> bool:
+        return self.client.requests_sent > self._batch_start
 
     def _stop(self, cause: StopCause, reason: str) -> None:
         self.report.stopped_by = cause
@@ -483,6 +628,7 @@ class _Run:
         self, timeout: float, sleep: Callable[[float], None], clock: Callable[[], float]
     ) -> None:
         """Read back until every accepted value shows or ``timeout`` passes."""
+        self._phase = "waiting"
         try:
             unseen = self._poll(timeout, sleep, clock)
         except DailyLimitError:
@@ -512,6 +658,7 @@ class _Run:
             if pause > 0:
                 sleep(pause)
             unseen = self._unseen([value.change for value in unseen])
+            self._last_read = unseen
             if not unseen or clock() >= deadline:
                 return unseen
             self.progress(f"waiting: {len(unseen)} value(s) not visible yet")

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from reconciler import __version__, commands, render
+from reconciler.apply import rebatch_plan
 from reconciler.errors import (
     ExitCode,
     InvalidInputError,
@@ -188,16 +189,31 @@ def _progress(message: str) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write all of ``text`` or nothing: a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write all of ``text`` or nothing: a temporary file renamed into place.
+
+    Devices and pipes (``/dev/stdout``, a FIFO) are written straight through,
+    and a symbolic link is followed, so neither is replaced by a plain file.
+    """
+    target = path.resolve()
+    try:
+        if target.exists() and not target.is_file():
+            if target.is_dir():
+                raise ReconcilerError(f"cannot write {path}: it is a folder")
+            with target.open("w", encoding="utf-8") as handle:
+                handle.write(text)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as error:
+        raise ReconcilerError(f"cannot write {path}: {error.strerror}") from error
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
+        os.replace(temporary, target)
+    except OSError as error:
+        raise ReconcilerError(f"cannot write {path}: {error.strerror}") from error
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @app.command()
@@ -247,9 +263,12 @@ def plan(
         skip_missing=skip_missing,
     )
     result = commands.plan_paths(paths, settings)
+    shown = render.render_plan(result, output)
     if out is not None:
         _write_atomically(out, render_plan_file(result))
-    sys.stdout.write(render.render_plan(result, output))
+    for warning in result.warnings if output == "json" else []:
+        print(warning, file=sys.stderr)
+    sys.stdout.write(shown)
     if detailed_exitcode and not result.is_empty:
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK
@@ -274,15 +293,27 @@ def apply(
     ] = False,
     properties: PropertiesOpt = None,
     pipelines: PipelinesOpt = None,
-    batch_size: BatchOpt = MAX_BATCH_SIZE,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=MAX_BATCH_SIZE,
+            help=f"Deals per update request [default: {MAX_BATCH_SIZE}];"
+            " re-batches a saved plan.",
+        ),
+    ] = None,
     rate: RateOpt = 100,
     fmt: FormatOpt = Format.text,
 ) -> int:
     """Apply a saved plan, or plan, confirm and apply desired state."""
     output = _use_format(fmt)
-    settings = _settings(properties, pipelines, batch_size=batch_size, rate_limit=rate)
+    size = MAX_BATCH_SIZE if batch_size is None else batch_size
+    settings = _settings(properties, pipelines, batch_size=size, rate_limit=rate)
     if len(targets) == 1 and targets[0].suffix == ".json":
         the_plan = load_plan(targets[0])
+        if batch_size is not None:
+            the_plan = rebatch_plan(the_plan, batch_size)
     else:
         the_plan = commands.plan_paths(targets, settings)
         if the_plan.is_empty:
@@ -342,7 +373,7 @@ def sandbox(
     token: Annotated[
         str | None,
         typer.Option(
-            "--token", help="Token to accept [default: $HUBSPOT_ACCESS_TOKEN]."
+            "--token", help="Token to accept; defaults to $HUBSPOT_ACCESS_TOKEN."
         ),
     ] = None,
     properties: PropertiesOpt = None,

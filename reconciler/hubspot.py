@@ -39,6 +39,13 @@ MISSING_SCOPE_HINT = (
     "it needs crm.objects.deals.read, crm.objects.deals.write and"
     " crm.schemas.deals.read"
 )
+# What a character that no token has is called, in the order messages list them.
+BAD_TOKEN_CHARACTERS = (
+    "a line break",
+    "a space or tab",
+    "a control character",
+    "a non-ASCII character",
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,8 @@ class HubSpotClient:
         if rate_limit < 1 or max_attempts < 1:
             raise ValueError("rate_limit and max_attempts must be at least 1")
         self._http = http
-        self._token = token
+        self._token = check_token(token)
+        self._token_forms = _quoted_forms(self._token)
         self._base_url = base_url.rstrip("/")
         self._rate_limit = rate_limit
         self._max_attempts = max_attempts
@@ -155,7 +163,8 @@ class HubSpotClient:
             # 202 has an empty body; there is nothing to parse.
             return UpdateResult(accepted=True, status=response.status_code)
         if response.status_code in REJECTED_STATUSES:
-            return _rejection(response.status_code, _json_object(response))
+            answer = self._scrub_data(_json_object(response))
+            return _rejection(response.status_code, answer)
         self._raise_for(response)
 
     # --- one request, paced and retried ------------------------------------
@@ -223,6 +232,11 @@ class HubSpotClient:
             if last:
                 raise HubSpotError(f"could not reach HubSpot: {reason}") from None
             return None
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as error:
+            # Not worth a retry, and its text may quote the request headers.
+            reason = self._scrub(f"{type(error).__name__}: {error}")
+            LOG.info("%s %s failed: %s", method, path, reason)
+            raise HubSpotError(f"could not send the request: {reason}") from None
         elapsed_ms = (self._clock() - started) * 1000
         LOG.info("%s %s %s %.0f ms", method, path, response.status_code, elapsed_ms)
         LOG.debug("%s %s answer: %s", method, path, self._scrub(response.text))
@@ -334,8 +348,20 @@ class HubSpotClient:
         raise HubSpotError(message, status, correlation_id)
 
     def _scrub(self, text: str) -> str:
-        """Remove the token from text that may echo a request."""
-        return text.replace(self._token, "[token]") if self._token else text
+        """Remove the token from text that may echo a request, quoted or not."""
+        for form in self._token_forms:
+            text = text.replace(form, "[token]")
+        return text
+
+    def _scrub_data(self, data: Any) -> Any:
+        """Parsed JSON with the token removed from every string in it."""
+        if isinstance(data, str):
+            return self._scrub(data)
+        if isinstance(data, list):
+            return [self._scrub_data(item) for item in data]
+        if isinstance(data, dict):
+            return {key: self._scrub_data(value) for key, value in data.items()}
+        return data
 
 
 def client_from_env(
@@ -349,13 +375,50 @@ def client_from_env(
     ``None`` when no token is set. Plain ``http://`` is refused unless the
     host is loopback, so a token never crosses a network unencrypted.
     """
-    token = env.get("HUBSPOT_ACCESS_TOKEN", "").strip()
+    token = check_token(env.get("HUBSPOT_ACCESS_TOKEN", ""))
     if not token:
         return None
     base_url = env.get("HUBSPOT_BASE_URL", "").strip() or DEFAULT_BASE_URL
     check_base_url(base_url)
     http = httpx.Client(transport=transport, timeout=TIMEOUT)
     return HubSpotClient(http, token, base_url=base_url, rate_limit=rate_limit)
+
+
+def check_token(token: str) -> str:
+    """The token without surrounding whitespace, refused if a header cannot
+    carry it; the message says which kind of character, never the token."""
+    token = token.strip()
+    found = {_character_kind(char) for char in token if not "!" <= char <= "~"}
+    if found:
+        kinds = ", ".join(kind for kind in BAD_TOKEN_CHARACTERS if kind in found)
+        raise UsageError(
+            f"HUBSPOT_ACCESS_TOKEN contains characters a token cannot have ({kinds});"
+            " copy the token again from HubSpot"
+        )
+    return token
+
+
+def _character_kind(char: str) -> str:
+    if char in "\r\n":
+        return "a line break"
+    if char in " \t":
+        return "a space or tab"
+    if char.isascii():
+        return "a control character"
+    return "a non-ASCII character"
+
+
+def _quoted_forms(token: str) -> list[str]:
+    """The token as text and as Python and JSON quote it, longest first."""
+    if not token:
+        return []
+    forms = {
+        token,
+        repr(token)[1:-1],
+        repr(token.encode("utf-8", "backslashreplace"))[2:-1],
+        json.dumps(token)[1:-1],
+    }
+    return sorted(forms, key=len, reverse=True)
 
 
 def check_base_url(base_url: str) -> None:

@@ -109,8 +109,14 @@ def _plan_markdown(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKDOWN_SPECIAL = str.maketrans(
+    {char: f"\\{char}" for char in "\\`*_[]<>|#"} | {"\n": " ", "\r": " "}
+)
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text from a YAML file or HubSpot, made inert inside a Markdown table."""
+    return text.translate(MARKDOWN_SPECIAL)
 
 
 # --- findings --------------------------------------------------------------------
@@ -165,46 +171,68 @@ def render_error(message: str, details: list[str], fmt: str) -> str:
 def render_validation(deals: int, values: int, fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"ok": True, "deals": deals, "properties": values}) + "\n"
-    return f"Valid: {_plural(deals, 'deal')}, {values} property values.\n"
+    return f"Valid: {_plural(deals, 'deal')}, {_plural(values, 'property value')}.\n"
 
 
 # --- apply reports -------------------------------------------------------------
+
+# The deals an apply did not apply, by what became of them, as the summary
+# names them; "0 rejected" stands for all of them when there are none.
+NOT_APPLIED_COUNTS = (
+    ("deals_rejected", "rejected"),
+    ("deals_rejected_with_batch", "not applied (rejected batch)"),
+    ("deals_failed", "failed"),
+    ("deals_refused_daily_limit", "refused (daily limit)"),
+    ("deals_unanswered", "unanswered (interrupted)"),
+    ("deals_not_attempted", "not attempted"),
+)
+REASON_STATES = ("rejected", "failed", "interrupted")
+
+Escape = Callable[[str], str]
 
 
 def render_apply_report(report: dict[str, Any], fmt: str) -> str:
     """What an apply did: every batch, every rejected deal, the verify state."""
     if fmt == "json":
         return json.dumps(report, indent=2) + "\n"
-    lines = _apply_lines(report)
     if fmt == "markdown":
+        lines = _apply_lines(report, _cell)
         lines = ["### reconciler apply", "", *(f"- {line}" for line in lines[:-1])]
         lines += ["", f"**{_apply_summary(report)}**"]
+    else:
+        lines = _apply_lines(report, _plain_text)
     return "\n".join(lines) + "\n"
 
 
-def _apply_lines(report: dict[str, Any]) -> list[str]:
-    lines = [_batch_line(batch) for batch in report["batches"]]
+def _plain_text(text: str) -> str:
+    return text
+
+
+def _apply_lines(report: dict[str, Any], esc: Escape) -> list[str]:
+    lines = [_batch_line(batch, esc) for batch in report["batches"]]
     for rejected in report["rejected"]:
-        lines.append(_rejected_line(rejected))
+        lines.append(_rejected_line(rejected, esc))
     if report.get("stop_reason"):
-        lines.append(f"stopped: {report['stop_reason']}")
-    lines.extend(_verify_lines(report))
+        lines.append(f"stopped: {esc(report['stop_reason'])}")
+    lines.extend(_verify_lines(report, esc))
     lines.append(_apply_summary(report))
     return lines
 
 
-def _batch_line(batch: dict[str, Any]) -> str:
+def _batch_line(batch: dict[str, Any], esc: Escape) -> str:
     deals = batch["deals"]
     line = f"batch {batch['index']}: {batch['state']} ({_plural(len(deals), 'deal')}:"
-    line += f" {', '.join(deals)})"
+    line += f" {esc(', '.join(deals))})"
+    if batch.get("reason") and batch["state"] in REASON_STATES:
+        line += f": {esc(batch['reason'])}"
     if batch["rejected"] and batch["applied"]:
-        line += f"; rejected {', '.join(batch['rejected'])}"
-    if batch.get("reason") and batch["state"] in ("rejected", "failed"):
-        line += f": {batch['reason']}"
+        line += f"; rejected {esc(', '.join(batch['rejected']))}"
+    if batch.get("unanswered") and batch["state"] != "interrupted":
+        line += f"; unanswered {esc(', '.join(batch['unanswered']))}"
     return line
 
 
-def _rejected_line(rejected: dict[str, Any]) -> str:
+def _rejected_line(rejected: dict[str, Any], esc: Escape) -> str:
     values = ", ".join(f"{c['property']}={c['after']}" for c in rejected["changes"])
     sources = sorted(
         {
@@ -213,34 +241,42 @@ def _rejected_line(rejected: dict[str, Any]) -> str:
             if c.get("source")
         }
     )
-    where = f" ({', '.join(sources)})" if sources else ""
-    line = f"rejected: deal {rejected['deal']} {values}: {rejected['reason']}{where}"
+    where = f" ({esc(', '.join(sources))})" if sources else ""
+    line = (
+        f"rejected: deal {esc(rejected['deal'])} {esc(values)}:"
+        f" {esc(rejected['reason'])}{where}"
+    )
     if rejected.get("correlation_id"):
-        status, correlation = rejected["status"], rejected["correlation_id"]
+        status, correlation = rejected["status"], esc(rejected["correlation_id"])
         line += f" [HubSpot {status}, correlationId {correlation}]"
     return line
 
 
-def _verify_lines(report: dict[str, Any]) -> list[str]:
-    unseen = report.get("not_visible") or []
+def _verify_lines(report: dict[str, Any], esc: Escape) -> list[str]:
     lines = [f"verify: {report['verify']}"]
-    for value in unseen:
+    for value in report.get("not_visible") or []:
+        definition = PropertyDefinition(
+            value["property"], value["type"], value["field_type"]
+        )
+        sent = display_value(definition, value["after"])
+        shown = display_value(definition, value["current"])
+        subject = f"deal {value['deal']} {value['property']}"
         lines.append(
-            f"  deal {value['deal']} {value['property']}: sent {value['after']!r},"
-            f" HubSpot still shows {value['current']!r}"
+            f"  {esc(subject)}: sent {esc(sent)}, HubSpot still shows {esc(shown)}"
         )
     return lines
 
 
 def _apply_summary(report: dict[str, Any]) -> str:
     counts = report["counts"]
+    not_applied = [
+        f"{counts[key]} {label}" for key, label in NOT_APPLIED_COUNTS if counts[key]
+    ]
     summary = (
         f"Apply: {_plural(counts['deals_applied'], 'deal')} applied,"
-        f" {counts['deals_rejected']} rejected"
+        f" {', '.join(not_applied or ['0 rejected'])}"
         f" in {_plural(counts['batches'], 'batch')}"
     )
-    if counts["batches_not_attempted"]:
-        summary += f", {counts['batches_not_attempted']} not attempted"
     summary += f"; {_plural(counts['requests'], 'request')}"
     retries = counts["rate_limit_retries"] + counts["server_error_retries"]
     if retries:

@@ -16,10 +16,12 @@ from reconciler.apply import (
     Journal,
     apply_plan,
     check_stale,
+    rebatch_plan,
 )
-from reconciler.errors import ExitCode, Location, StalePlanError
+from reconciler.errors import ExitCode, Location, StalePlanError, UsageError
 from reconciler.hubspot import HubSpotClient
-from reconciler.plan import Change, Plan, build_plan
+from reconciler.plan import Batch, Change, Plan, build_plan
+from reconciler.render import render_apply_report
 from tests.fakes import (
     READ_PATH,
     TOKEN,
@@ -87,8 +89,10 @@ class FakeHubSpot:
         return [[e["objectId"] for e in json.loads(body)] for body in self.updates]
 
 
-def connect(fake: FakeHubSpot) -> tuple[HubSpotClient, FakeTime]:
-    time = FakeTime()
+def connect(
+    fake: FakeHubSpot, time: FakeTime | None = None
+) -> tuple[HubSpotClient, FakeTime]:
+    time = time or FakeTime()
     http = httpx.Client(transport=httpx.MockTransport(fake))
     client = HubSpotClient(
         http,
@@ -155,6 +159,21 @@ def states(report: ApplyReport) -> list[str]:
     return [outcome.state for outcome in report.batches]
 
 
+def text(report: ApplyReport, fmt: str = "text") -> str:
+    return render_apply_report(report.to_dict(), fmt)
+
+
+def interrupt_update(number: int) -> Override:
+    """An override that is cut off by Ctrl-C while update ``number`` is out."""
+
+    def answer(sent: int, body: list[dict[str, Any]]) -> httpx.Response | None:
+        if sent == number:
+            raise KeyboardInterrupt
+        return None
+
+    return answer
+
+
 # --- B16: rate limits ------------------------------------------------------
 
 
@@ -204,7 +223,9 @@ def test_daily_limit_stops_at_once_without_retrying() -> None:
 
     report = apply_plan(plan, client, wait=True, sleep=time.sleep, clock=time.clock)
 
-    assert states(report) == ["applied", "not attempted", "not attempted"]
+    assert states(report) == ["applied", "refused: daily limit", "not attempted"]
+    assert report.batches[1].reason == DAILY_LIMIT_REASON
+    assert report.batches[2].reason is None
     assert fake.sent_deals() == [[16001], [16002]]
     assert report.rate_limit_retries == 0
     assert time.sleeps == []
@@ -318,6 +339,7 @@ def test_split_report_as_dict() -> None:
         "applied": ["20003"],
         "rejected": ["20004"],
         "not_applied": ["20004"],
+        "unanswered": [],
         "requests": 3,
         "reason": "platinum was not one of the allowed options: [...]",
     }
@@ -352,8 +374,14 @@ def test_split_report_as_dict() -> None:
         "batches": 3,
         "batches_applied": 2,
         "batches_not_attempted": 0,
+        "deals": 5,
         "deals_applied": 4,
         "deals_rejected": 1,
+        "deals_rejected_with_batch": 0,
+        "deals_failed": 0,
+        "deals_refused_daily_limit": 0,
+        "deals_unanswered": 0,
+        "deals_not_attempted": 0,
         "changes_applied": 4,
         "requests": 6,
         "rate_limit_retries": 0,
@@ -540,3 +568,310 @@ def test_journal_answers_from_lines_and_skips_a_torn_one(tmp_path: Path) -> None
     assert journal.pending("018001", "dealstage", "closedwon") == 160.0
     assert journal.pending("18001", "dealstage", "appointmentscheduled") is None
     assert Journal(tmp_path / "absent.jsonl").was_applied("sha256:a") is None
+
+
+# --- what the report counts and says ---------------------------------------
+
+
+def test_fail_fast_counts_the_deals_of_the_rejected_batch_as_not_applied() -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+
+    report = apply_plan(
+        plan, client, fail_fast=True, sleep=time.sleep, clock=time.clock
+    )
+
+    counts = report.to_dict()["counts"]
+    assert (counts["deals"], counts["deals_applied"], counts["deals_rejected"]) == (
+        5,
+        2,
+        0,
+    )
+    assert counts["deals_rejected_with_batch"] == 2
+    assert counts["deals_not_attempted"] == 1
+    assert text(report).splitlines()[-1] == (
+        "Apply: 2 deals applied, 2 not applied (rejected batch), 1 not attempted"
+        " in 3 batches; 3 requests."
+    )
+
+
+def test_split_summary_counts_the_deal_rejected_alone() -> None:
+    fake, plan = b20()
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert text(report).splitlines()[-1] == (
+        "Apply: 4 deals applied, 1 rejected in 3 batches; 6 requests."
+    )
+
+
+def test_failed_batch_counts_its_deals_as_failed() -> None:
+    fake, plan = b20()
+    fake.override = lambda number, body: (
+        httpx.Response(500, json={"message": "oops"}) if number >= 2 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert text(report).splitlines()[-1] == (
+        "Apply: 2 deals applied, 2 failed, 1 not attempted in 3 batches;"
+        " 7 requests, 4 retries."
+    )
+
+
+def test_daily_limit_summary_names_the_refused_batch() -> None:
+    fake, plan = b16()
+    fake.override = lambda number, body: (
+        fixture_response("rate_limit_daily_429.json") if number == 2 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert text(report).splitlines() == [
+        "batch 1: applied (1 deal: 16001)",
+        "batch 2: refused: daily limit (1 deal: 16002)",
+        "batch 3: not attempted (1 deal: 16003)",
+        "stopped: daily API limit reached (resets at midnight, account time zone)",
+        "verify: not checked",
+        "Apply: 1 deal applied, 1 refused (daily limit), 1 not attempted"
+        " in 3 batches; 3 requests.",
+    ]
+
+
+def test_daily_limit_known_before_sending_leaves_the_batch_not_attempted() -> None:
+    fake, plan = b16()
+    spent = {"X-HubSpot-RateLimit-Daily-Remaining": "0"}
+    fake.override = lambda number, body: (
+        fixture_response("update_accepted_202.json", spent) if number == 1 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "not attempted", "not attempted"]
+    assert fake.sent_deals() == [[16001]]
+    assert [outcome.requests for outcome in report.batches] == [1, 1, 0]
+    assert report.exit_code == ExitCode.DAILY_LIMIT
+
+
+def test_wait_timeout_shows_values_as_the_plan_does() -> None:
+    plan = build_plan(
+        [
+            change("18001", "dealstage", "qualifiedtobuy", "closedwon"),
+            change("18001", "hs_next_step", None, "call", line=2),
+            change("18001", "closedate", None, "1735689600000", kind=("date", "date")),
+        ]
+    )
+    fake = FakeHubSpot({"18001": {"dealstage": "qualifiedtobuy"}})
+    fake.hidden_reads = 1000
+    client, time = connect(fake)
+
+    report = apply_plan(
+        plan, client, wait=True, timeout=10.0, sleep=time.sleep, clock=time.clock
+    )
+
+    assert text(report).splitlines()[1:5] == [
+        "verify: accepted, not yet visible",
+        "  deal 18001 closedate: sent 2025-01-01 (1735689600000),"
+        " HubSpot still shows (empty)",
+        '  deal 18001 dealstage: sent "closedwon",'
+        ' HubSpot still shows "qualifiedtobuy"',
+        '  deal 18001 hs_next_step: sent "call", HubSpot still shows (empty)',
+    ]
+
+
+def test_markdown_report_escapes_what_hubspot_and_users_wrote() -> None:
+    fake, plan = b20()
+    message = "<img src=x> is *not* `allowed` | use _gold_ [here](http://x)"
+    rejection = {
+        "message": "Property values were not valid",
+        "correlationId": "c-<1>",
+        "validationResults": [{"name": "deal_tier", "message": message}],
+    }
+    fake.reject = lambda body: False
+    fake.override = lambda number, body: (
+        httpx.Response(400, json=rejection)
+        if any(e["objectId"] == 20004 for e in body)
+        else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    lines = text(report, "markdown").splitlines()
+    assert lines[:2] == ["### reconciler apply", ""]
+    assert lines[3] == (
+        "- batch 2: partly applied (2 deals: 20003, 20004); rejected 20004"
+    )
+    assert lines[5] == (
+        "- rejected: deal 20004 deal\\_tier=platinum:"
+        " \\<img src=x\\> is \\*not\\* \\`allowed\\` \\| use \\_gold\\_"
+        " \\[here\\](http://x) (desired.yaml:6)"
+        " [HubSpot 400, correlationId c-\\<1\\>]"
+    )
+    assert (
+        lines[-1] == "**Apply: 4 deals applied, 1 rejected in 3 batches; 6 requests.**"
+    )
+
+
+# --- interruptions (Ctrl-C) ------------------------------------------------
+
+
+def test_interrupt_while_a_batch_is_out_stops_and_reports_it_unanswered(
+    tmp_path: Path,
+) -> None:
+    fake, plan = b16()
+    fake.override = interrupt_update(2)
+    client, time = connect(fake)
+    journal = Journal(tmp_path / "journal.jsonl", clock=lambda: 500.0)
+
+    report = apply_plan(
+        plan, client, wait=True, journal=journal, sleep=time.sleep, clock=time.clock
+    )
+
+    assert fake.sent_deals() == [[16001], [16002]]
+    assert states(report) == ["applied", "interrupted", "not attempted"]
+    assert report.batches[1].unanswered == ["16002"]
+    assert report.exit_code == ExitCode.INTERRUPTED
+    assert report.verify == "not checked"
+    assert journal.pending("16001", "amount", "1") == 500.0
+    assert journal.pending("16002", "amount", "2") is None
+    assert text(report).splitlines() == [
+        "batch 1: applied (1 deal: 16001)",
+        "batch 2: interrupted (1 deal: 16002): interrupted before HubSpot"
+        " answered; HubSpot may still apply it",
+        "batch 3: not attempted (1 deal: 16003)",
+        "stopped: interrupted; make a new plan to send the deals not applied",
+        "verify: not checked",
+        "Apply: 1 deal applied, 1 unanswered (interrupted), 1 not attempted"
+        " in 3 batches; 3 requests.",
+    ]
+    assert report.to_dict()["exit_code"] == 130
+
+
+def test_interrupt_while_splitting_keeps_what_was_learnt() -> None:
+    fake, plan = b20()
+    fake.override = interrupt_update(4)
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert fake.sent_deals() == [[20001, 20002], [20003, 20004], [20003], [20004]]
+    assert states(report) == ["applied", "partly applied", "not attempted"]
+    outcome = report.batches[1].to_dict()
+    assert (outcome["applied"], outcome["unanswered"], outcome["requests"]) == (
+        ["20003"],
+        ["20004"],
+        3,
+    )
+    assert report.rejected == []
+    assert text(report).splitlines()[1] == (
+        "batch 2: partly applied (2 deals: 20003, 20004); unanswered 20004"
+    )
+    assert text(report).splitlines()[-1] == (
+        "Apply: 3 deals applied, 1 unanswered (interrupted), 1 not attempted"
+        " in 3 batches; 5 requests."
+    )
+
+
+def test_interrupt_while_pacing_marks_the_unsent_batch_not_attempted() -> None:
+    fake, plan = b16()
+    time = FakeTime()
+
+    def sleep(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    http = httpx.Client(transport=httpx.MockTransport(fake))
+    client = HubSpotClient(http, TOKEN, rate_limit=2, sleep=sleep, clock=time.clock)
+
+    report = apply_plan(plan, client, sleep=sleep, clock=time.clock)
+
+    assert fake.sent_deals() == [[16001]]
+    assert states(report) == ["applied", "not attempted", "not attempted"]
+    assert [outcome.requests for outcome in report.batches] == [1, 0, 0]
+    assert report.stop_reason == (
+        "interrupted; make a new plan to send the deals not applied"
+    )
+    assert report.exit_code == ExitCode.INTERRUPTED
+
+
+def test_interrupt_during_the_stale_check_sends_nothing() -> None:
+    _, plan = b20()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise KeyboardInterrupt
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    client = HubSpotClient(http, TOKEN)
+
+    report = apply_plan(plan, client)
+
+    assert states(report) == ["not attempted"] * 3
+    assert report.stop_reason == "interrupted before anything was sent"
+    assert text(report).splitlines()[-1] == (
+        "Apply: 0 deals applied, 5 not attempted in 3 batches; 1 request."
+    )
+    assert report.exit_code == ExitCode.INTERRUPTED
+
+
+def test_interrupt_while_waiting_reports_what_the_last_read_showed() -> None:
+    fake, plan = b18()
+    fake.hidden_reads = 1000
+    time = FakeTime()
+
+    def sleep(seconds: float) -> None:
+        if len(time.sleeps) == 2:
+            raise KeyboardInterrupt
+        time.sleep(seconds)
+
+    client, _ = connect(fake, time)
+
+    report = apply_plan(plan, client, wait=True, sleep=sleep, clock=time.clock)
+
+    assert states(report) == ["applied"]
+    assert len(fake.reads) == 3
+    assert report.verify == "accepted, not yet visible"
+    assert [(u.change.deal, u.current) for u in report.unseen] == [
+        ("18001", "qualifiedtobuy")
+    ]
+    assert report.stop_reason == (
+        "interrupted while waiting for HubSpot to show the values"
+    )
+    assert report.exit_code == ExitCode.INTERRUPTED
+
+
+# --- re-batching a saved plan ----------------------------------------------
+
+
+def test_rebatch_keeps_changes_checks_and_fingerprint() -> None:
+    check = change("16002", "dealstage", "closedwon", "closedwon")
+    plan = build_plan(b16()[1].changes, 100, 4, [check])
+    plan.warnings.append("a warning")
+
+    rebatched = rebatch_plan(plan, 2)
+
+    assert [batch.deals for batch in rebatched.batches] == [
+        ["16001", "16002"],
+        ["16003"],
+    ]
+    assert rebatched.batches[0].checks == (check,)
+    assert rebatched.changes == plan.changes
+    assert (rebatched.batch_size, rebatched.unchanged_deals) == (2, 4)
+    assert rebatched.warnings == ["a warning"]
+    assert rebatched.fingerprint() == plan.fingerprint()
+
+
+def test_rebatch_refuses_a_plan_it_would_change() -> None:
+    first, second = b16()[1].changes[:2]
+    plan = Plan([Batch(1, (second, first))])
+
+    with pytest.raises(UsageError) as caught:
+        rebatch_plan(plan, 1)
+
+    assert str(caught.value) == (
+        "--batch-size cannot re-batch this plan without changing it;"
+        " make a new plan with --batch-size instead"
+    )

@@ -14,7 +14,7 @@ from reconciler.cli import app
 from reconciler.properties import load_definitions, load_pipelines
 from reconciler.sandbox import Sandbox
 from reconciler.snapshot import Snapshot, load_snapshot
-from tests.conftest import CASES, FIXTURES, ROOT
+from tests.conftest import CASES, FIXTURES, ROOT, needs_shared
 
 TOKEN = "pat-na1-e2e-secret-token"
 E2E = FIXTURES / "e2e"
@@ -132,6 +132,7 @@ def test_stale_plan_sends_nothing(serve: type[Sandbox], tmp_path: Path) -> None:
     assert len(update_requests(tmp_path)) == 1  # only the change made above
 
 
+@needs_shared
 def test_rejected_deal_is_isolated_and_the_rest_applied(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
@@ -175,6 +176,7 @@ def test_rejected_deal_is_isolated_and_the_rest_applied(
     assert [deal["id"] for batch in remaining for deal in batch["deals"]] == ["20004"]
 
 
+@needs_shared
 def test_fail_fast_stops_after_the_first_rejected_batch(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
@@ -202,6 +204,7 @@ def test_fail_fast_stops_after_the_first_rejected_batch(
     assert len(update_requests(tmp_path)) == 2
 
 
+@needs_shared
 def test_wait_timeout_and_pending_changes_in_the_next_plan(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
@@ -213,7 +216,7 @@ def test_wait_timeout_and_pending_changes_in_the_next_plan(
     assert code == 5
     assert "verify: accepted, not yet visible" in out
     assert (
-        "deal 18001 dealstage: sent 'closedwon', HubSpot still shows 'qualifiedtobuy'"
+        'deal 18001 dealstage: sent "closedwon", HubSpot still shows "qualifiedtobuy"'
         in out
     )
 
@@ -322,3 +325,25 @@ def test_plan_is_stale_when_an_unchanged_managed_value_moved(
     assert code == 4
     assert 'deal 9001 dealstage: planned against "contractsent", now "closedwon"' in err
     assert len(update_requests(tmp_path)) == 1
+
+
+def test_apply_of_a_saved_plan_rebatches_at_the_given_batch_size(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(4))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 4)
+    assert run("plan", desired, "-o", tmp_path / "plan.json")[0] == 0
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    assert (saved["batch_size"], len(saved["batches"])) == (100, 1)
+
+    code, out, err = run("apply", tmp_path / "plan.json", "--batch-size", "1")
+    assert code == 0, out + err
+    assert "batch 3: applied (1 deal: 9003)" in out
+    assert "Apply: 3 deals applied, 0 rejected in 3 batches; 4 requests." in out
+    sent = update_requests(tmp_path)
+    assert [[e["objectId"] for e in entry["body"]] for entry in sent] == [  # type: ignore[attr-defined]
+        [9000],
+        [9002],
+        [9003],
+    ]

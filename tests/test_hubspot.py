@@ -495,3 +495,98 @@ def test_plain_http_elsewhere_is_refused(base_url: str) -> None:
     assert "would send the token unencrypted" in str(caught.value)
     assert TOKEN not in str(caught.value)
     assert caught.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(
+    ("token", "kinds"),
+    [
+        ("pat-na1-abc\ndef", "a line break"),
+        ("pat-na1-ab\x01c", "a control character"),
+        ("pat-na1-abcé", "a non-ASCII character"),
+        ("pat-na1 abc", "a space or tab"),
+        ("pat\n-\té-x", "a line break, a space or tab, a non-ASCII character"),
+    ],
+)
+def test_client_from_env_refuses_a_token_no_header_can_carry(
+    token: str, kinds: str
+) -> None:
+    server = Server(httpx.Response(200, json={"results": []}))
+    env = {"HUBSPOT_ACCESS_TOKEN": token}
+
+    with pytest.raises(UsageError) as caught:
+        client_from_env(env, transport=httpx.MockTransport(server))
+
+    assert str(caught.value) == (
+        f"HUBSPOT_ACCESS_TOKEN contains characters a token cannot have ({kinds});"
+        " copy the token again from HubSpot"
+    )
+    assert "pat" not in str(caught.value)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert server.requests == []
+
+
+def test_client_from_env_strips_whitespace_around_the_token() -> None:
+    server = Server(httpx.Response(200, json={"results": []}))
+    env = {"HUBSPOT_ACCESS_TOKEN": f"  {TOKEN}\r\n"}
+    client = client_from_env(env, transport=httpx.MockTransport(server))
+
+    assert client is not None
+    client.get_pipelines()
+    assert server.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_the_client_itself_refuses_such_a_token() -> None:
+    with pytest.raises(UsageError):
+        HubSpotClient(httpx.Client(), "pat-na1-é")
+
+
+# A token a header can carry whose quoted forms differ from the token.
+QUOTED_TOKEN = "pat-na1-back\\slash-'quote'-\"double\""
+
+
+def test_transport_error_quoting_the_header_is_scrubbed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    header = f"Bearer {QUOTED_TOKEN}".encode()
+    server = Server(httpx.LocalProtocolError(f"Illegal header value {header!r}"))
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    client = HubSpotClient(http, QUOTED_TOKEN, max_attempts=1)
+    caplog.set_level(logging.DEBUG, logger="reconciler")
+
+    with pytest.raises(HubSpotError) as caught:
+        client.get_pipelines()
+
+    assert str(caught.value) == (
+        "could not reach HubSpot: LocalProtocolError:"
+        " Illegal header value b'Bearer [token]'"
+    )
+    assert caught.value.__suppress_context__ is True
+    for secret in ("back", "slash", "quote", "double"):
+        assert secret not in str(caught.value) + caplog.text
+
+
+def test_other_errors_while_sending_are_scrubbed_and_not_retried() -> None:
+    server = Server(ValueError(f"cannot encode {QUOTED_TOKEN!r}"))
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    client = HubSpotClient(http, QUOTED_TOKEN, sleep=FakeTime().sleep)
+
+    with pytest.raises(HubSpotError) as caught:
+        client.get_pipelines()
+
+    assert str(caught.value) == (
+        "could not send the request: ValueError: cannot encode '[token]'"
+    )
+    assert len(server.requests) == 1
+
+
+def test_a_rejection_echoing_the_token_is_scrubbed() -> None:
+    body = {
+        "message": f"Bad request from {TOKEN}",
+        "validationResults": [{"name": "amount", "message": f"{TOKEN} is odd"}],
+    }
+    client, _ = make_client(Server(httpx.Response(400, json=body)))
+
+    result = client.update_deals(BODY)
+
+    assert result.message == "Bad request from [token]"
+    assert result.reason == "[token] is odd"
