@@ -356,11 +356,7 @@ def snapshot(
     """Save the live values of the managed deals and properties."""
     result = commands.take_snapshot(paths, _settings(properties, pipelines))
     _write_atomically(out, render_snapshot(result))
-    print(
-        f"Saved {len(result.deals)} deals to {out}"
-        + (f"; {len(result.missing)} not found" if result.missing else ""),
-        file=sys.stderr,
-    )
+    sys.stderr.write(render.render_snapshot_summary(result, str(out)))
     return ExitCode.OK
 
 

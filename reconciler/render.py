@@ -12,6 +12,7 @@ from typing import Any
 from reconciler.errors import Finding
 from reconciler.plan import Batch, Change, Plan, plan_to_document
 from reconciler.properties import PropertyDefinition, display_value
+from reconciler.snapshot import Snapshot, id_order
 
 FORMATS = ("text", "markdown", "json")
 
@@ -166,6 +167,16 @@ def render_error(message: str, details: list[str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"ok": False, "error": message, "details": details}) + "\n"
     return "\n".join([f"error: {message}", *(f"  {d}" for d in details)]) + "\n"
+
+
+def render_snapshot_summary(snapshot: Snapshot, where: str) -> str:
+    """What a saved snapshot holds, and every requested deal HubSpot lacks."""
+    lines = [f"Saved {_plural(len(snapshot.deals), 'deal')} to {where}."]
+    for deal in sorted(snapshot.missing, key=id_order):
+        survivor = snapshot.merged_into(deal)
+        reason = f"merged into deal {survivor}" if survivor else snapshot.missing[deal]
+        lines.append(f"  deal {deal}: {reason}")
+    return "\n".join(lines) + "\n"
 
 
 def render_validation(deals: int, values: int, fmt: str) -> str:

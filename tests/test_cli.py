@@ -167,3 +167,52 @@ def test_saved_plan_that_was_edited_is_refused(tmp_path: Path) -> None:
     code, _, err = run("apply", plan_file)
     assert code == 1
     assert "edited after it was made" in err
+
+
+def test_output_goes_through_links_and_devices_not_over_them(tmp_path: Path) -> None:
+    import os
+
+    args = ["plan", EXAMPLES / "deals", "--snapshot", EXAMPLES / "snapshot.json"]
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert run(*args, "-o", link)[0] == 0
+    assert link.is_symlink()
+    assert json.loads(real.read_text())["format"] == "reconciler-plan"
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert run(*args, "-o", fifo)[0] == 0
+        assert fifo.is_fifo()
+        assert b'"format": "reconciler-plan"' in os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+
+
+def test_output_problems_name_the_users_path(tmp_path: Path) -> None:
+    args = ["plan", EXAMPLES / "deals", "--snapshot", EXAMPLES / "snapshot.json"]
+    code, _, err = run(*args, "-o", tmp_path)
+    assert (code, err) == (1, f"error: cannot write {tmp_path}: it is a folder\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = run(*args, "-o", locked / "plan.json")
+    finally:
+        locked.chmod(0o700)
+    if os_is_root():
+        assert code == 0  # root writes anyway; nothing more to check
+    else:
+        assert (code, err) == (
+            1,
+            f"error: cannot write {locked / 'plan.json'}: Permission denied\n",
+        )
+
+
+def os_is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0

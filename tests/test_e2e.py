@@ -269,7 +269,11 @@ def test_snapshot_command_saves_live_values(
     assert saved["deals"]["9002"]["amount"] == "2"
     assert saved["deals"]["9002"]["dealstage"] == "qualifiedtobuy"
     assert list(saved["missing"]) == ["1"]
-    assert "Saved 3 deals" in err
+    assert err.splitlines() == [
+        f"Saved 3 deals to {tmp_path / 'snap.json'}.",
+        "  deal 1: Could not get some DEAL objects, they may be deleted or not"
+        " exist. Check that ids are valid.",
+    ]
 
 
 def test_quickstart_example_plans_against_the_bundled_snapshot() -> None:
