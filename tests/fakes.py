@@ -1,4 +1,4 @@
-"""Test doubles shared by the HTTP client and apply tests."""
+"""Test doubles and the CLI runner shared by the tests."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import httpx
+from typer.testing import CliRunner
+
+from reconciler.cli import app
 
 HTTP_FIXTURES = Path(__file__).parent / "fixtures" / "http"
 TOKEN = "pat-na1-00000000-test-token-never-shown"
@@ -37,3 +40,12 @@ def fixture_response(
         content = data["body_text"].encode("utf-8")
         return httpx.Response(data["http_status"], content=content, headers=headers)
     return httpx.Response(data["http_status"], json=data["body"], headers=headers)
+
+
+_runner = CliRunner()
+
+
+def run_cli(*args: object, stdin: str | None = None) -> tuple[int, str, str]:
+    """Run ``reconciler`` with ``args``: exit code, stdout and stderr."""
+    result = _runner.invoke(app, [str(arg) for arg in args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr

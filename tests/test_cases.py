@@ -7,18 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from reconciler.cli import app
 from tests.conftest import CASES, FIXTURES, needs_shared
+from tests.fakes import run_cli as run
 
-runner = CliRunner()
 VALID = FIXTURES / "cases"
-
-
-def run(*args: object) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(arg) for arg in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def problems(*args: object) -> list[dict[str, object]]:

@@ -6,20 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from reconciler import __version__
-from reconciler.cli import app
 from reconciler.errors import ExitCode
 from tests.conftest import CASES, ROOT, needs_shared
+from tests.fakes import run_cli as run
 
-runner = CliRunner()
 EXAMPLES = ROOT / "examples"
-
-
-def run(*args: object, stdin: str | None = None) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(arg) for arg in args], input=stdin)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_exit_codes_are_the_documented_ones() -> None:

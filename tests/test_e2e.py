@@ -8,22 +8,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from reconciler.cli import app
 from reconciler.properties import load_definitions, load_pipelines
 from reconciler.sandbox import Sandbox
 from reconciler.snapshot import Snapshot, load_snapshot
 from tests.conftest import CASES, FIXTURES, ROOT, needs_shared
+from tests.fakes import run_cli as run
 
 TOKEN = "pat-na1-e2e-secret-token"
 E2E = FIXTURES / "e2e"
-runner = CliRunner()
-
-
-def run(*args: object) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(arg) for arg in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture
@@ -132,12 +125,9 @@ def test_stale_plan_sends_nothing(serve: type[Sandbox], tmp_path: Path) -> None:
     assert len(update_requests(tmp_path)) == 1  # only the change made above
 
 
-@needs_shared
-def test_rejected_deal_is_isolated_and_the_rest_applied(
-    serve: type[Sandbox], tmp_path: Path
-) -> None:
+def plan_b20_then_drop_platinum(serve: type[Sandbox], tmp_path: Path) -> Path:
+    """Case B20: plan in batches of 2, then serve HubSpot without "platinum"."""
     case = CASES / "B20"
-    snapshot = load_snapshot([case / "snapshot.json"])
     code, _, err = run(
         "plan",
         case / "desired.yaml",
@@ -151,8 +141,16 @@ def test_rejected_deal_is_isolated_and_the_rest_applied(
         tmp_path / "plan.json",
     )
     assert code == 0, err
+    snapshot = load_snapshot([case / "snapshot.json"])
     serve(snapshot, E2E / "tier_properties_without_platinum.json")
+    return case
 
+
+@needs_shared
+def test_rejected_deal_is_isolated_and_the_rest_applied(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    case = plan_b20_then_drop_platinum(serve, tmp_path)
     code, out, _ = run("apply", tmp_path / "plan.json")
     assert code == 3
     assert "batch 1: applied (2 deals: 20001, 20002)" in out
@@ -180,23 +178,7 @@ def test_rejected_deal_is_isolated_and_the_rest_applied(
 def test_fail_fast_stops_after_the_first_rejected_batch(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
-    case = CASES / "B20"
-    run(
-        "plan",
-        case / "desired.yaml",
-        "--snapshot",
-        case / "snapshot.json",
-        "--properties",
-        E2E / "tier_properties.json",
-        "--batch-size",
-        "2",
-        "-o",
-        tmp_path / "plan.json",
-    )
-    serve(
-        load_snapshot([case / "snapshot.json"]),
-        E2E / "tier_properties_without_platinum.json",
-    )
+    plan_b20_then_drop_platinum(serve, tmp_path)
     code, out, _ = run("apply", tmp_path / "plan.json", "--fail-fast")
     assert code == 3
     assert "batch 2: rejected (2 deals: 20003, 20004)" in out
