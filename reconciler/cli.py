@@ -6,7 +6,7 @@ import enum
 import logging
 import os
 import sys
-import tempfile
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +14,6 @@ import typer
 from typer.core import TyperGroup
 
 from reconciler import __version__, commands, render
-from reconciler.apply import rebatch_plan
 from reconciler.errors import (
     ExitCode,
     InvalidInputError,
@@ -22,7 +21,8 @@ from reconciler.errors import (
     StalePlanError,
     UsageError,
 )
-from reconciler.plan import MAX_BATCH_SIZE, load_plan, render_plan_file
+from reconciler.files import write_atomically
+from reconciler.plan import MAX_BATCH_SIZE, render_plan_file
 from reconciler.snapshot import render_snapshot
 
 log = logging.getLogger("reconciler")
@@ -40,7 +40,11 @@ class _Group(TyperGroup):
     def main(self, *args: Any, **extra: Any) -> Any:
         standalone_mode = extra.pop("standalone_mode", True)
         extra["standalone_mode"] = False
-        code = _run_guarded(lambda: super(_Group, self).main(*args, **extra))
+        reset = _output_format.set("text")
+        try:
+            code = _run_guarded(lambda: super(_Group, self).main(*args, **extra))
+        finally:
+            _output_format.reset(reset)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -77,11 +81,12 @@ def _is_click_error(error: Exception) -> bool:
     return hasattr(error, "show") and hasattr(error, "exit_code")
 
 
-_output_format = Format.text
+# The output format of the command running now, for reporting its failure.
+_output_format: ContextVar[str] = ContextVar("output_format", default="text")
 
 
 def _report_failure(error: ReconcilerError) -> None:
-    fmt = _output_format.value
+    fmt = _output_format.get()
     stream = sys.stdout if fmt == "json" else sys.stderr
     if isinstance(error, InvalidInputError):
         stream.write(render.render_findings(error.findings, error.summary, fmt))
@@ -176,8 +181,7 @@ def _settings(
 
 
 def _use_format(fmt: Format) -> str:
-    global _output_format
-    _output_format = fmt
+    _output_format.set(fmt.value)
     return fmt.value
 
 
@@ -186,34 +190,6 @@ def _progress(message: str) -> None:
     if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
         sys.stderr.write(f"\r\x1b[K{message}")
         sys.stderr.flush()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write all of ``text`` or nothing: a temporary file renamed into place.
-
-    Devices and pipes (``/dev/stdout``, a FIFO) are written straight through,
-    and a symbolic link is followed, so neither is replaced by a plain file.
-    """
-    target = path.resolve()
-    try:
-        if target.exists() and not target.is_file():
-            if target.is_dir():
-                raise ReconcilerError(f"cannot write {path}: it is a folder")
-            with target.open("w", encoding="utf-8") as handle:
-                handle.write(text)
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    except OSError as error:
-        raise ReconcilerError(f"cannot write {path}: {error.strerror}") from error
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, target)
-    except OSError as error:
-        raise ReconcilerError(f"cannot write {path}: {error.strerror}") from error
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 @app.command()
@@ -226,7 +202,8 @@ def validate(
 ) -> int:
     """Check desired state against the schema and property definitions."""
     out = _use_format(fmt)
-    result = commands.validate_paths(paths, _settings(properties, pipelines, snapshot))
+    with _settings(properties, pipelines, snapshot) as settings:
+        result = commands.validate_paths(paths, settings)
     sys.stdout.write(
         render.render_validation(len(result.state.deals), len(result.values), out)
     )
@@ -255,17 +232,12 @@ def plan(
 ) -> int:
     """Diff desired state against HubSpot and show the batches to send."""
     output = _use_format(fmt)
-    settings = _settings(
-        properties,
-        pipelines,
-        snapshot,
-        batch_size=batch_size,
-        skip_missing=skip_missing,
-    )
-    result = commands.plan_paths(paths, settings)
+    options = {"batch_size": batch_size, "skip_missing": skip_missing}
+    with _settings(properties, pipelines, snapshot, **options) as settings:
+        result = commands.plan_paths(paths, settings)
     shown = render.render_plan(result, output)
     if out is not None:
-        _write_atomically(out, render_plan_file(result))
+        write_atomically(out, render_plan_file(result))
     for warning in result.warnings if output == "json" else []:
         print(warning, file=sys.stderr)
     sys.stdout.write(shown)
@@ -309,27 +281,21 @@ def apply(
     """Apply a saved plan, or plan, confirm and apply desired state."""
     output = _use_format(fmt)
     size = MAX_BATCH_SIZE if batch_size is None else batch_size
-    settings = _settings(properties, pipelines, batch_size=size, rate_limit=rate)
-    if len(targets) == 1 and targets[0].suffix == ".json":
-        the_plan = load_plan(targets[0])
-        if batch_size is not None:
-            the_plan = rebatch_plan(the_plan, batch_size)
-    else:
-        the_plan = commands.plan_paths(targets, settings)
-        if the_plan.is_empty:
-            sys.stdout.write(render.render_plan(the_plan, output))
-            return ExitCode.OK
-        if not auto_approve:
-            sys.stdout.write(render.render_plan(the_plan, output))
+    with _settings(properties, pipelines, batch_size=size, rate_limit=rate) as settings:
+        prepared = commands.plan_for_apply(targets, settings, batch_size)
+        if not prepared.saved and (prepared.plan.is_empty or not auto_approve):
+            sys.stdout.write(render.render_plan(prepared.plan, output))
+            if prepared.plan.is_empty:
+                return ExitCode.OK
             _confirm()
-    report = commands.apply_saved(
-        the_plan,
-        settings,
-        fail_fast=fail_fast,
-        wait=wait,
-        timeout=timeout,
-        progress=_progress,
-    )
+        report = commands.apply_reviewed_plan(
+            prepared.plan,
+            settings,
+            fail_fast=fail_fast,
+            wait=wait,
+            timeout=timeout,
+            progress=_progress,
+        )
     _progress("")
     sys.stdout.write(render.render_apply_report(report.to_dict(), output))
     return report.exit_code
@@ -354,8 +320,9 @@ def snapshot(
     pipelines: PipelinesOpt = None,
 ) -> int:
     """Save the live values of the managed deals and properties."""
-    result = commands.take_snapshot(paths, _settings(properties, pipelines))
-    _write_atomically(out, render_snapshot(result))
+    with _settings(properties, pipelines) as settings:
+        result = commands.take_snapshot(paths, settings)
+    write_atomically(out, render_snapshot(result))
     sys.stderr.write(render.render_snapshot_summary(result, str(out)))
     return ExitCode.OK
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import httpx
 
 from reconciler import properties
-from reconciler.apply import ApplyReport, Journal, apply_plan
+from reconciler.apply import ApplyReport, Journal, apply_plan, rebatch_plan
 from reconciler.desired import DesiredState, read_desired
 from reconciler.diff import diff_values
 from reconciler.errors import InvalidInputError, ReconcilerError, UsageError
 from reconciler.hubspot import HubSpotClient, client_from_env
-from reconciler.plan import MAX_BATCH_SIZE, Change, Plan, build_plan
+from reconciler.plan import MAX_BATCH_SIZE, Change, Plan, build_plan, load_plan
 from reconciler.properties import Definitions
 from reconciler.snapshot import Snapshot, load_snapshot, read_snapshot
-from reconciler.validate import DesiredValue, validate_state
+from reconciler.validate import DesiredValue, check_pipelines, validate_state
 
 log = logging.getLogger("reconciler")
 JOURNAL_PATH = Path(".reconciler") / "journal.jsonl"
@@ -46,17 +46,38 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=dict)
     transport: httpx.BaseTransport | None = None
     journal_path: Path = JOURNAL_PATH
+    _client: HubSpotClient | None = field(default=None, init=False, repr=False)
 
     def client(self) -> HubSpotClient | None:
-        return client_from_env(
-            self.env, transport=self.transport, rate_limit=self.rate_limit
-        )
+        """The one HubSpot client of this command, or None without a token.
+
+        One client per command, so that planning and applying share its rate
+        limit window and its request count.
+        """
+        if self._client is None:
+            self._client = client_from_env(
+                self.env, transport=self.transport, rate_limit=self.rate_limit
+            )
+        return self._client
 
     def require_client(self, why: str) -> HubSpotClient:
+        """The client, or a usage error saying ``why`` needs a token."""
         client = self.client()
         if client is None:
             raise UsageError(f"{why} needs HUBSPOT_ACCESS_TOKEN to be set")
         return client
+
+    def close(self) -> None:
+        """Close the HubSpot client's connections, if one was made."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Settings:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -121,20 +142,25 @@ def plan_paths(paths: Sequence[Path], settings: Settings) -> Plan:
     """``reconciler plan``: validate, read the snapshot, diff and batch."""
     state = read_desired(paths)
     client = settings.client()
+    if not settings.snapshot_paths and client is None:
+        raise UsageError(
+            "plan needs --snapshot FILE, or HUBSPOT_ACCESS_TOKEN to read HubSpot"
+        )
     definitions = load_definitions(settings, client)
     if settings.snapshot_paths:
         if state.problems:
             validate_state(state, definitions)  # raises with every problem
         snapshot = load_snapshot(settings.snapshot_paths)
-    elif client is not None:
-        # Fail on the desired state's own problems before reading HubSpot.
+        values = validate_state(state, definitions, snapshot)
+    else:
+        assert client is not None
+        # The desired state's own problems come first, before HubSpot is read;
+        # the stage checks that need each deal's pipeline follow the read.
         values = validate_state(state, definitions)
         snapshot = read_snapshot(client, list(state.deals), _read_names(values))
-    else:
-        raise UsageError(
-            "plan needs --snapshot FILE, or HUBSPOT_ACCESS_TOKEN to read HubSpot"
-        )
-    values = validate_state(state, definitions, snapshot)
+        problems = check_pipelines(values, definitions, snapshot)
+        if problems:
+            raise InvalidInputError(problems)
     return _plan(state, values, snapshot, settings, live=not settings.snapshot_paths)
 
 
@@ -195,7 +221,27 @@ def take_snapshot(paths: Sequence[Path], settings: Settings) -> Snapshot:
     return read_snapshot(client, list(state.deals), _read_names(values))
 
 
-def apply_saved(
+@dataclass
+class PlanToApply:
+    """The plan ``apply`` will send, and whether it was saved (reviewed) first."""
+
+    plan: Plan
+    saved: bool
+
+
+def plan_for_apply(
+    targets: Sequence[Path], settings: Settings, batch_size: int | None
+) -> PlanToApply:
+    """A saved plan (``plan.json``), re-batched if asked, or a fresh plan."""
+    if len(targets) == 1 and targets[0].suffix == ".json":
+        saved = load_plan(targets[0])
+        if batch_size is not None:
+            saved = rebatch_plan(saved, batch_size)
+        return PlanToApply(saved, saved=True)
+    return PlanToApply(plan_paths(targets, settings), saved=False)
+
+
+def apply_reviewed_plan(
     plan: Plan,
     settings: Settings,
     *,

@@ -66,6 +66,7 @@ class Document:
 
     path: str
     root: Node | None
+    readable: bool = True
 
 
 @dataclass
@@ -251,18 +252,22 @@ def read_document(path: Path) -> tuple[Document, list[Finding]]:
             try:
                 root = reader.read_stream()
             except _Abort:
-                return Document(name, None), reader.findings
+                return Document(name, None, readable=False), reader.findings
     except OSError as error:
-        return Document(name, None), [_at(path, f"cannot read: {error.strerror}")]
+        return Document(name, None, readable=False), [
+            _at(path, f"cannot read: {error.strerror}")
+        ]
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         location = reader.where(mark) if mark else Location(name, 1, 1)
         problem = " ".join(filter(None, [error.context, error.problem]))
-        return Document(name, None), [
+        return Document(name, None, readable=False), [
             Finding(location, f"YAML syntax: {problem}", "syntax")
         ]
     except yaml.YAMLError as error:
-        return Document(name, None), [_at(path, f"YAML error: {error}", "syntax")]
+        return Document(name, None, readable=False), [
+            _at(path, f"YAML error: {error}", "syntax")
+        ]
     return Document(name, root), reader.findings
 
 
@@ -311,6 +316,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def deals_mapping(root: Node | None) -> Mapping | None:
+    """The ``deals`` mapping of a file, if it has one of the right shape."""
     if not isinstance(root, Mapping):
         return None
     for key, value in root.items:

@@ -16,7 +16,7 @@ from typing import Any
 
 from reconciler import __version__, schema
 from reconciler.errors import Finding, InvalidInputError, Location
-from reconciler.properties import load_json_file
+from reconciler.properties import PropertyDefinition, load_json_file
 from reconciler.snapshot import id_order
 
 PLAN_FORMAT = "reconciler-plan"
@@ -35,6 +35,10 @@ class Change:
     after: str
     location: Location | None = None
     note: str | None = None
+
+    def definition(self) -> PropertyDefinition:
+        """What the plan knows of the property: enough to compare and show."""
+        return PropertyDefinition(self.property, self.type, self.field_type)
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ def change_to_json(change: Change) -> dict[str, Any]:
 
 
 def render_plan_file(plan: Plan) -> str:
+    """The saved plan file's text; the same plan always gives the same bytes."""
     return json.dumps(plan_to_document(plan), indent=2, ensure_ascii=False) + "\n"
 
 

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 from reconciler.errors import Finding, InvalidInputError, Location
 
 MS_PER_DAY = 86_400_000
+# Significant digits that always round-trip through a binary double.
+FLOAT_DIGITS = 17
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MIN_MILLIS = (datetime(1, 1, 1, tzinfo=timezone.utc) - EPOCH) // timedelta(
     milliseconds=1
@@ -28,6 +30,11 @@ MAX_MILLIS = (datetime.max.replace(tzinfo=timezone.utc) - EPOCH) // timedelta(
     milliseconds=1
 )
 PLAIN_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+# Unquoted numbers: YAML 1.2 decimal integers, and floats with a decimal point.
+# An exponent without a point (1e-14) stays text, as YAML 1.1 tools read it,
+# and is refused for number properties rather than guessed at.
+YAML_INT = re.compile(r"[-+]?[0-9]+")
+YAML_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 ISO_TIMESTAMP = re.compile(
     r"(?P<year>[0-9]{4})-(?P<month>[0-9]{1,2})-(?P<day>[0-9]{1,2})"
     r"(?:(?:[Tt]|[ \t]+)(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})"
@@ -245,14 +252,10 @@ def _number_wire(definition: PropertyDefinition, value: Scalar) -> str:
     return wire[1:] if wire.startswith("-") and number.is_zero() else wire
 
 
-PLAIN_INT = re.compile(r"[-+]?[0-9]+")
-PLAIN_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
-
-
 def _plain_number(text: str) -> Decimal | None:
     # An unquoted YAML int or float with a decimal point is read exactly,
     # never through a binary float, so money keeps every digit.
-    if PLAIN_INT.fullmatch(text) or PLAIN_FLOAT.fullmatch(text):
+    if YAML_INT.fullmatch(text) or YAML_FLOAT.fullmatch(text):
         return Decimal(text)
     return None
 
@@ -480,9 +483,14 @@ def _same_number(current: str, wire: str) -> bool:
         return current == wire
     if have == want:
         return True
-    # HubSpot may echo a number as the full expansion of its binary float.
+    # HubSpot may echo a number as the exact expansion of the binary float it
+    # stored ("0.59999999999999997779553950749686919152736663818359375" for
+    # 0.6). Only such long expansions are matched this way, so two distinct
+    # integers that one float cannot tell apart still differ.
+    if len(have.as_tuple().digits) <= FLOAT_DIGITS:
+        return False
     try:
-        return Decimal(float(want)) == have or Decimal(float(have)) == want
+        return Decimal(float(want)) == have
     except (OverflowError, ValueError):
         return False
 

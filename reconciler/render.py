@@ -1,6 +1,7 @@
 """Rendering results for people (text, Markdown) and machines (JSON).
 
-Every format a command offers comes from FORMATS; JSON goes to stdout alone.
+Every command offers the formats in FORMATS; JSON goes to stdout alone, and a
+plan in JSON is byte for byte the saved plan file.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from reconciler.errors import Finding
-from reconciler.plan import Batch, Change, Plan, plan_to_document
+from reconciler.plan import Batch, Change, Plan, render_plan_file
 from reconciler.properties import PropertyDefinition, display_value
 from reconciler.snapshot import Snapshot, id_order
 
@@ -18,8 +19,7 @@ FORMATS = ("text", "markdown", "json")
 
 
 def _shown(change: Change, wire: str | None) -> str:
-    definition = PropertyDefinition(change.property, change.type, change.field_type)
-    return display_value(definition, wire)
+    return display_value(change.definition(), wire)
 
 
 PLURALS = {"property": "properties", "batch": "batches", "retry": "retries"}
@@ -30,6 +30,7 @@ def _plural(count: int, noun: str) -> str:
 
 
 def plan_summary(plan: Plan) -> str:
+    """The closing line of a plan: deals, properties and batches."""
     if plan.is_empty:
         return (
             "No changes. HubSpot already holds the desired values"
@@ -51,7 +52,7 @@ def render_plan(plan: Plan, fmt: str) -> str:
     renderers: dict[str, Callable[[Plan], str]] = {
         "text": _plan_text,
         "markdown": _plan_markdown,
-        "json": lambda p: json.dumps(plan_to_document(p), indent=2) + "\n",
+        "json": render_plan_file,
     }
     return renderers[fmt](plan)
 
@@ -133,7 +134,7 @@ def render_findings(findings: list[Finding], summary: str, fmt: str) -> str:
         }
         return json.dumps(document, indent=2) + "\n"
     if fmt == "markdown":
-        lines = [f"- `{f.location}` {_subject(f)}{f.message}" for f in findings]
+        lines = [f"- `{f.location}` {_cell(_subject(f) + f.message)}" for f in findings]
         return "\n".join([f"**{summary}**", "", *lines]) + "\n"
     return "\n".join([*(str(f) for f in findings), summary]) + "\n"
 
@@ -180,6 +181,7 @@ def render_snapshot_summary(snapshot: Snapshot, where: str) -> str:
 
 
 def render_validation(deals: int, values: int, fmt: str) -> str:
+    """What ``validate`` says when everything is valid."""
     if fmt == "json":
         return json.dumps({"ok": True, "deals": deals, "properties": values}) + "\n"
     return f"Valid: {_plural(deals, 'deal')}, {_plural(values, 'property value')}.\n"

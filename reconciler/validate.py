@@ -6,8 +6,7 @@ Every problem is collected as a Finding; nothing stops at the first one.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from collections.abc import Mapping as CollectionsMapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,8 @@ from reconciler.desired import (
 )
 from reconciler.errors import Finding, InvalidInputError, Location
 from reconciler.properties import (
+    YAML_FLOAT,
+    YAML_INT,
     Definitions,
     Pipeline,
     PropertyDefinition,
@@ -37,8 +38,6 @@ PipelineMap = CollectionsMapping[str, Pipeline]
 # HubSpot record IDs are signed 64-bit integers.
 MAX_DEAL_ID = 2**63 - 1
 NUMBER_START = frozenset("0123456789+-.")
-YAML12_INT = re.compile(r"[-+]?[0-9]+")
-YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def validate_state(
     """Check everything; return the values or raise with every problem found."""
     findings = list(state.problems)
     for document in state.documents:
-        if document.root is not None or not _unreadable(document, state):
+        if document.readable:
             findings.extend(check_schema(document))
     values: list[DesiredValue] = []
     for deal in state.ordered_deals():
@@ -68,14 +67,6 @@ def validate_state(
     if findings:
         raise InvalidInputError(findings)
     return values
-
-
-def _unreadable(document: Document, state: DesiredState) -> bool:
-    """Whether loading already reported this file as unreadable."""
-    return any(
-        f.location is not None and f.location.file == document.path
-        for f in state.problems
-    )
 
 
 # --- the schema ----------------------------------------------------------------
@@ -145,9 +136,9 @@ def _resolve(scalar: Scalar) -> Any:
         return text.lower() == "true"
     if text[0] not in NUMBER_START:
         return text
-    if YAML12_INT.fullmatch(text):
+    if YAML_INT.fullmatch(text):
         return int(text)
-    if YAML12_FLOAT.fullmatch(text):
+    if YAML_FLOAT.fullmatch(text):
         return float(text)
     return text
 
@@ -235,6 +226,20 @@ def _definition_for(
 
 def _writable(definition: PropertyDefinition) -> bool:
     return not (definition.read_only or definition.calculated)
+
+
+def check_pipelines(
+    values: Sequence[DesiredValue], definitions: Definitions, snapshot: Snapshot
+) -> list[Finding]:
+    """Stage checks that need each deal's current pipeline from the snapshot."""
+    by_deal: dict[str, list[DesiredValue]] = {}
+    for value in values:
+        by_deal.setdefault(value.deal, []).append(value)
+    return [
+        finding
+        for deal, deal_values in by_deal.items()
+        for finding in check_stages(deal, deal_values, definitions, snapshot)
+    ]
 
 
 # --- pipelines and stages -------------------------------------------------------

@@ -340,3 +340,19 @@ def test_load_errors_stop_before_the_snapshot_is_read(case: str) -> None:
     )
     assert code == 1
     assert "nonexistent" not in err
+
+
+@needs_shared
+def test_b04_plan_reports_every_stage_problem_at_once() -> None:
+    case = CASES / "B04"
+    found = problems(
+        "plan",
+        case / "desired.yaml",
+        "--properties",
+        case / "properties.json",
+        "--pipelines",
+        case / "pipelines.json",
+        "--snapshot",
+        case / "snapshot.json",
+    )
+    assert [p["line"] for p in found] == [3, 5, 10, 12]

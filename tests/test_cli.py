@@ -27,19 +27,21 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "named"),
     [
-        ["plan", "--bogus"],
-        ["plan", "examples/deals", "--format", "xml"],
-        ["plan", "examples/deals", "--batch-size", "101"],
-        ["nosuchcommand"],
-        ["apply"],
+        (["plan", "--bogus"], "--bogus"),
+        (["plan", "examples/deals", "--format", "xml"], "'xml'"),
+        (["plan", "examples/deals", "--batch-size", "101"], "--batch-size"),
+        (["nosuchcommand"], "nosuchcommand"),
+        (["apply"], "targets"),
     ],
 )
-def test_usage_errors_exit_64(args: list[str]) -> None:
-    code, _, err = run(*args)
-    assert code == 64
-    assert "Usage:" in err or "Error" in err
+def test_usage_errors_exit_64_and_name_the_culprit(args: list[str], named: str) -> None:
+    code, out, err = run(*args)
+    assert (code, out) == (64, "")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Error: ")
+    assert named in last
 
 
 def test_validate_reports_success() -> None:
@@ -111,12 +113,23 @@ def test_failed_plan_writes_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_plan_output_is_byte_identical_across_runs(tmp_path: Path) -> None:
-    args = ["plan", EXAMPLES / "deals", "--snapshot", EXAMPLES / "snapshot.json"]
-    first = run(*args, "-o", tmp_path / "a.json")
-    second = run(*args, "-o", tmp_path / "b.json")
-    assert first == second
-    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+def test_plan_output_is_byte_identical_across_processes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for seed in ("1", "2"):
+        plan_file = tmp_path / f"plan-{seed}.json"
+        command = [sys.executable, "-m", "reconciler", "plan", "examples/deals"]
+        command += ["--snapshot", "examples/snapshot.json", "-o", str(plan_file)]
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, check=True
+        )
+        outputs.append((done.stdout, plan_file.read_bytes()))
+    assert outputs[0] == outputs[1]
+    assert b"Plan: 7 deals to update" in outputs[0][0]
 
 
 def test_detailed_exitcode_and_markdown() -> None:
@@ -209,3 +222,17 @@ def os_is_root() -> bool:
     import os
 
     return os.geteuid() == 0
+
+
+def test_formats_are_one_table() -> None:
+    from reconciler.cli import Format
+    from reconciler.render import FORMATS
+
+    assert tuple(f.value for f in Format) == FORMATS
+
+
+def test_json_plan_is_the_saved_plan_file(tmp_path: Path) -> None:
+    args = ["plan", EXAMPLES / "deals", "--snapshot", EXAMPLES / "snapshot.json"]
+    code, out, _ = run(*args, "--format", "json", "-o", tmp_path / "plan.json")
+    assert code == 0
+    assert out == (tmp_path / "plan.json").read_text()

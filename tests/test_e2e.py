@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def test_wait_timeout_and_pending_changes_in_the_next_plan(
 
     code, out, _ = run("plan", case / "desired.yaml")
     assert code == 0
-    assert "submitted 0 s ago, awaiting processing" in out or "submitted 1 s ago" in out
+    assert re.search(r"dealstage .* \[submitted \d+ s ago, awaiting processing\]", out)
 
 
 def test_token_never_appears_in_any_output(
@@ -277,7 +278,7 @@ def test_apply_of_paths_confirms_before_sending(
     assert code == 64
     assert "pass --auto-approve" in err
     assert "Plan: 1 deal to update" in out
-    assert not (tmp_path / "requests.jsonl").exists() or update_requests(tmp_path) == []
+    assert update_requests(tmp_path) == []
 
     code, out, err = run("apply", desired, "--auto-approve", "--wait")
     assert code == 0, err
