@@ -16,11 +16,12 @@ from pathlib import Path
 import httpx
 
 from reconciler import properties
-from reconciler.apply import ApplyReport, Journal, apply_plan, rebatch_plan
+from reconciler.apply import ApplyReport, apply_plan, rebatch_plan
 from reconciler.desired import DesiredState, read_desired
 from reconciler.diff import diff_values
 from reconciler.errors import InvalidInputError, ReconcilerError, UsageError
 from reconciler.hubspot import HubSpotClient, client_from_env
+from reconciler.journal import PENDING_WINDOW_SECONDS, Journal
 from reconciler.plan import MAX_BATCH_SIZE, Change, Plan, build_plan, load_plan
 from reconciler.properties import Definitions
 from reconciler.snapshot import Snapshot, load_snapshot, read_snapshot
@@ -28,9 +29,6 @@ from reconciler.validate import DesiredValue, check_pipelines, validate_state
 
 log = logging.getLogger("reconciler")
 JOURNAL_PATH = Path(".reconciler") / "journal.jsonl"
-# Submissions older than this are assumed processed; HubSpot documents
-# "several minutes" for large batch-async updates.
-PENDING_WINDOW_SECONDS = 3600.0
 
 
 @dataclass
@@ -250,21 +248,30 @@ def apply_reviewed_plan(
     timeout: float,
     progress: Callable[[str], None] | None = None,
 ) -> ApplyReport:
-    """``reconciler apply``: check the plan is fresh and unused, then send it."""
+    """``reconciler apply``: check the plan is fresh and unused, then send it.
+
+    A plan is not sent again while HubSpot may still be processing an earlier
+    apply of it; after that, the stale check decides. The journal's lock keeps
+    two applies on this machine from racing.
+    """
     client = settings.require_client("apply")
     journal = Journal(settings.journal_path)
-    applied_at = journal.was_applied(plan.fingerprint())
-    if applied_at is not None:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(applied_at))
-        raise ReconcilerError(
-            f"this plan was already applied at {when}; make a new plan"
+    with journal.locked():
+        applied_at = journal.blocking_apply(plan.fingerprint())
+        if applied_at is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(applied_at))
+            raise ReconcilerError(
+                f"this plan was applied at {when} and HubSpot may still be"
+                " processing it (`reconciler plan` marks such changes awaiting"
+                " processing); it can be applied again an hour after that, or"
+                " once an apply with --wait has seen its values"
+            )
+        return apply_plan(
+            plan,
+            client,
+            fail_fast=fail_fast,
+            wait=wait,
+            timeout=timeout,
+            journal=journal,
+            progress=progress,
         )
-    return apply_plan(
-        plan,
-        client,
-        fail_fast=fail_fast,
-        wait=wait,
-        timeout=timeout,
-        journal=journal,
-        progress=progress,
-    )

@@ -33,7 +33,9 @@ MAX_BACKOFF_SECONDS = 60.0
 MAX_RETRY_AFTER_SECONDS = 300.0
 READ_CHUNK = 100
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-REJECTED_STATUSES = frozenset({400, 404, 409, 422})
+# Statuses by which HubSpot refuses the deals of an update. A 404 counts only
+# when its body names objects: a bare 404 means the path or base URL is wrong.
+REJECTED_STATUSES = frozenset({400, 409, 422})
 DAILY_POLICY = "DAILY"
 MISSING_SCOPE_HINT = (
     "it needs crm.objects.deals.read, crm.objects.deals.write and"
@@ -152,19 +154,22 @@ class HubSpotClient:
         return self._expect(self._send("GET", "/crm/v3/pipelines/deals"), (200,))
 
     def update_deals(self, body: list[dict[str, Any]]) -> UpdateResult:
-        """Send one batch-async update; a validation refusal is a value.
+        """Send one batch-async update; HubSpot refusing the deals is a value.
 
-        The body is serialised once so every retry resends the same bytes.
+        Refusals are 400, 409 and 422, and a 404 whose body names objects;
+        any other answer that is not a success raises ``HubSpotError``. The
+        body is serialised once so every retry resends the same bytes.
         """
         response = self._send(
             "POST", "/deals/v1/batch-async/update", content=_encode(body)
         )
-        if 200 <= response.status_code < 300:
+        status = response.status_code
+        if 200 <= status < 300:
             # 202 has an empty body; there is nothing to parse.
-            return UpdateResult(accepted=True, status=response.status_code)
-        if response.status_code in REJECTED_STATUSES:
-            answer = self._scrub_data(_json_object(response))
-            return _rejection(response.status_code, answer)
+            return UpdateResult(accepted=True, status=status)
+        answer = self._scrub_data(_json_object(response))
+        if _is_rejection(status, answer):
+            return _rejection(status, answer)
         self._raise_for(response)
 
     # --- one request, paced and retried ------------------------------------
@@ -189,7 +194,9 @@ class HubSpotClient:
             if response is None:
                 self.server_error_retries += 1
                 self._back_off(attempt, None)
-            elif not self._is_retryable(response):
+            elif _is_daily_limit(response):
+                raise self._spend_daily_limit(response)
+            elif not _is_retryable(response):
                 return response
             elif last:
                 raise self._exhausted(response, attempt)
@@ -253,17 +260,12 @@ class HubSpotClient:
             headers["Content-Type"] = "application/json"
         return headers
 
-    def _is_retryable(self, response: httpx.Response) -> bool:
-        """429 and 5xx are retried, except the daily limit, which raises."""
-        if response.status_code == 429:
-            body = _json_object(response)
-            # policyName, not the message text, says which limit was hit.
-            if body.get("policyName") == DAILY_POLICY:
-                self._daily_spent = True
-                said = self._scrub(str(body.get("message") or "daily limit reached"))
-                raise DailyLimitError(said, 429, _correlation_id(body))
-            return True
-        return response.status_code >= 500
+    def _spend_daily_limit(self, response: httpx.Response) -> DailyLimitError:
+        """Block every further request; the error that says why."""
+        self._daily_spent = True
+        body = _json_object(response)
+        said = self._scrub(str(body.get("message") or "daily limit reached"))
+        return DailyLimitError(said, 429, _correlation_id(body))
 
     def _exhausted(self, response: httpx.Response, attempts: int) -> HubSpotError:
         body = _json_object(response)
@@ -343,6 +345,12 @@ class HubSpotClient:
         elif status == 403:
             message = f"the access token lacks a required scope; {MISSING_SCOPE_HINT}"
             message = f"{message} ({said})"
+        elif status == 404:
+            # Deals HubSpot lacks come back as 207 or a rejection; a bare 404
+            # means nothing answers at this address.
+            url = response.request.url.copy_with(query=None)
+            method = response.request.method
+            message = f"{said} ({method} {url}); check HUBSPOT_BASE_URL"
         else:
             message = said
         raise HubSpotError(message, status, correlation_id)
@@ -482,6 +490,19 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
+def _is_daily_limit(response: httpx.Response) -> bool:
+    """A 429 for the daily allowance, which waiting a minute does not cure."""
+    if response.status_code != 429:
+        return False
+    # policyName, not the message text, says which limit was hit.
+    return _json_object(response).get("policyName") == DAILY_POLICY
+
+
+def _is_retryable(response: httpx.Response) -> bool:
+    """429 (the rolling window) and 5xx answers are worth sending again."""
+    return response.status_code == 429 or response.status_code >= 500
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds; HTTP-date values are not used by HubSpot."""
     try:
@@ -489,6 +510,28 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (KeyError, ValueError):
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _is_rejection(status: int, body: Mapping[str, Any]) -> bool:
+    """Whether an update's answer refuses its deals rather than the request.
+
+    A 404 is a refusal only with per-object detail: ``validationResults``,
+    or the IDs of the objects not found (``context.ids``, on the body or on
+    one of its ``errors``), as HubSpot gives for category OBJECT_NOT_FOUND.
+    """
+    if status in REJECTED_STATUSES:
+        return True
+    if status != 404:
+        return False
+    if _dicts(body.get("validationResults")):
+        return True
+    return any(_context_ids(item) for item in [body, *_dicts(body.get("errors"))])
+
+
+def _context_ids(item: Mapping[str, Any]) -> list[Any]:
+    context = item.get("context")
+    ids = context.get("ids") if isinstance(context, dict) else None
+    return ids if isinstance(ids, list) else []
 
 
 def _rejection(status: int, body: Mapping[str, Any]) -> UpdateResult:

@@ -13,13 +13,13 @@ import pytest
 from reconciler.apply import (
     DAILY_LIMIT_REASON,
     ApplyReport,
-    Journal,
     apply_plan,
     check_stale,
     rebatch_plan,
 )
 from reconciler.errors import ExitCode, Location, StalePlanError, UsageError
 from reconciler.hubspot import HubSpotClient
+from reconciler.journal import Journal
 from reconciler.plan import Batch, Change, Plan, build_plan
 from reconciler.render import render_apply_report
 from tests.fakes import (
@@ -462,6 +462,129 @@ def test_daily_limit_while_splitting_leaves_the_batch_partly_applied() -> None:
     assert report.exit_code == ExitCode.DAILY_LIMIT
 
 
+def test_a_batch_refused_whole_whose_halves_are_accepted_is_applied() -> None:
+    afters = {str(30001 + n): "gold" for n in range(4)}
+    plan = build_plan([change(deal, "deal_tier", "silver", "gold") for deal in afters])
+    fake = FakeHubSpot({deal: {"deal_tier": "silver"} for deal in afters})
+    conflict = {"message": "Conflicting update in progress", "correlationId": "c-9"}
+    fake.override = lambda number, body: (
+        httpx.Response(409, json=conflict) if number == 1 else None
+    )
+    client, time = connect(fake)
+    messages: list[str] = []
+
+    report = apply_plan(
+        plan, client, progress=messages.append, sleep=time.sleep, clock=time.clock
+    )
+
+    assert fake.sent_deals() == [
+        [30001, 30002, 30003, 30004],
+        [30001, 30002],
+        [30003, 30004],
+    ]
+    assert states(report) == ["applied"]
+    assert messages == ["batch 1/1 applied"]
+    assert report.batches[0].reason == "Conflicting update in progress"
+    assert report.exit_code == ExitCode.OK
+    counts = report.to_dict()["counts"]
+    assert (counts["batches_applied"], counts["deals_applied"]) == (1, 4)
+    assert text(report).splitlines()[0] == (
+        "batch 1: applied (4 deals: 30001, 30002, 30003, 30004)"
+    )
+
+
+def test_an_error_while_splitting_keeps_the_deals_already_applied() -> None:
+    fake, plan = b20()
+    fake.override = lambda number, body: (
+        httpx.Response(500, json={"message": "oops"}) if number >= 4 else None
+    )
+    client, time = connect(fake)
+    messages: list[str] = []
+
+    report = apply_plan(
+        plan, client, progress=messages.append, sleep=time.sleep, clock=time.clock
+    )
+
+    assert (
+        fake.sent_deals() == [[20001, 20002], [20003, 20004], [20003]] + [[20004]] * 5
+    )
+    assert states(report) == ["applied", "partly applied", "not attempted"]
+    assert messages == ["batch 1/3 applied", "batch 2/3 partly applied (1 of 2 deals)"]
+    outcome = report.to_dict()["batches"][1]
+    assert (outcome["applied"], outcome["rejected"], outcome["not_applied"]) == (
+        ["20003"],
+        [],
+        ["20004"],
+    )
+    assert outcome["reason"] == "HubSpot answered 500: gave up after 5 attempts: oops"
+    assert report.stop_reason == (
+        "batch 2 failed: HubSpot answered 500: gave up after 5 attempts: oops"
+    )
+    assert report.exit_code == ExitCode.ERROR
+    assert text(report).splitlines()[-1] == (
+        "Apply: 3 deals applied, 1 failed, 1 not attempted in 3 batches;"
+        " 9 requests, 4 retries."
+    )
+
+
+def test_an_error_on_the_first_half_fails_the_batch() -> None:
+    fake, plan = b20()
+    fake.override = lambda number, body: (
+        httpx.Response(500, json={"message": "oops"}) if number >= 3 else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "failed", "not attempted"]
+    assert report.batches[1].fates == {
+        "20003": "failed",
+        "20004": "rejected with batch",
+    }
+
+
+def test_a_404_that_names_no_deal_fails_the_batch_without_splitting() -> None:
+    deals = [str(40001 + n) for n in range(50)]
+    plan = build_plan([change(deal, "deal_tier", "silver", "gold") for deal in deals])
+    fake = FakeHubSpot({deal: {"deal_tier": "silver"} for deal in deals})
+    fake.override = lambda number, body: httpx.Response(404)
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert len(fake.updates) == 1
+    assert states(report) == ["failed"]
+    assert report.stop_reason == (
+        "batch 1 failed: HubSpot answered 404: Not Found"
+        " (POST https://api.hubapi.test/deals/v1/batch-async/update);"
+        " check HUBSPOT_BASE_URL"
+    )
+    assert report.exit_code == ExitCode.ERROR
+
+
+def test_a_404_that_names_the_deals_not_found_is_split() -> None:
+    fake, plan = b20()
+    fake.reject = lambda body: False
+    missing = {
+        "status": "error",
+        "message": "Could not update some deals, they may be deleted or not exist.",
+        "category": "OBJECT_NOT_FOUND",
+        "context": {"ids": ["20004"]},
+    }
+    fake.override = lambda number, body: (
+        httpx.Response(404, json=missing)
+        if any(entry["objectId"] == 20004 for entry in body)
+        else None
+    )
+    client, time = connect(fake)
+
+    report = apply_plan(plan, client, sleep=time.sleep, clock=time.clock)
+
+    assert states(report) == ["applied", "partly applied", "applied"]
+    assert [(d.deal, d.status) for d in report.rejected] == [("20004", 404)]
+    assert report.exit_code == ExitCode.PARTIAL_APPLY
+
+
 # --- the stale check -------------------------------------------------------
 
 
@@ -554,20 +677,55 @@ def test_apply_records_accepted_changes_in_the_journal(tmp_path: Path) -> None:
     }
 
 
-def test_journal_answers_from_lines_and_skips_a_torn_one(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal.jsonl")
-    first = change("18001", "dealstage", "qualifiedtobuy", "closedwon")
+def test_a_verified_apply_is_recorded_so_the_plan_may_be_sent_again(
+    tmp_path: Path,
+) -> None:
+    fake, plan = b18()
+    client, time = connect(fake)
+    journal = Journal(tmp_path / "journal.jsonl", clock=lambda: 500.0)
 
-    journal.record("sha256:a", [first], at=100.0)
-    journal.record("sha256:a", [first], at=160.0)
-    with journal.path.open("a", encoding="utf-8") as handle:
-        handle.write('{"fingerprint": "sha256:b", "at"')
+    report = apply_plan(
+        plan, client, wait=True, journal=journal, sleep=time.sleep, clock=time.clock
+    )
 
-    assert journal.was_applied("sha256:a") == 100.0
-    assert journal.was_applied("sha256:b") is None
-    assert journal.pending("018001", "dealstage", "closedwon") == 160.0
-    assert journal.pending("18001", "dealstage", "appointmentscheduled") is None
-    assert Journal(tmp_path / "absent.jsonl").was_applied("sha256:a") is None
+    assert report.verify == "verified"
+    assert json.loads(journal.path.read_text(encoding="utf-8").splitlines()[-1]) == {
+        "fingerprint": plan.fingerprint(),
+        "at": 500.0,
+        "verified": True,
+    }
+    assert journal.blocking_apply(plan.fingerprint(), now=501.0) is None
+    with pytest.raises(StalePlanError):
+        apply_plan(plan, client, journal=journal, sleep=time.sleep, clock=time.clock)
+    fake.deals["18001"]["dealstage"] = "qualifiedtobuy"  # someone changed it back
+    again = apply_plan(
+        plan, client, journal=journal, sleep=time.sleep, clock=time.clock
+    )
+    assert (states(again), len(fake.updates)) == (["applied"], 2)
+
+
+@pytest.mark.parametrize(("wait", "hidden_reads"), [(False, 0), (True, 1000)])
+def test_an_apply_not_verified_keeps_the_plan_blocked(
+    tmp_path: Path, wait: bool, hidden_reads: int
+) -> None:
+    fake, plan = b18()
+    fake.hidden_reads = hidden_reads
+    client, time = connect(fake)
+    journal = Journal(tmp_path / "journal.jsonl", clock=lambda: 500.0)
+
+    report = apply_plan(
+        plan,
+        client,
+        wait=wait,
+        timeout=5.0,
+        journal=journal,
+        sleep=time.sleep,
+        clock=time.clock,
+    )
+
+    assert report.verify != "verified"
+    assert len(journal.path.read_text(encoding="utf-8").splitlines()) == 1
+    assert journal.blocking_apply(plan.fingerprint(), now=501.0) == 500.0
 
 
 # --- what the report counts and says ---------------------------------------

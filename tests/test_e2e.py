@@ -334,3 +334,32 @@ def test_apply_of_a_saved_plan_rebatches_at_the_given_batch_size(
         [9002],
         [9003],
     ]
+
+
+def test_a_saved_plan_is_not_resent_while_hubspot_may_be_processing(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(2), delay=60.0)
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 2)
+    run("plan", desired, "-o", tmp_path / "plan.json")
+    assert run("apply", tmp_path / "plan.json")[0] == 0
+
+    code, _, err = run("apply", tmp_path / "plan.json")
+    assert code == 1
+    assert "HubSpot may still be processing it" in err
+    assert len(update_requests(tmp_path)) == 1
+
+
+def test_a_verified_plan_applied_again_is_stale(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(2))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 2)
+    run("plan", desired, "-o", tmp_path / "plan.json")
+    assert run("apply", tmp_path / "plan.json", "--wait")[0] == 0
+
+    code, _, err = run("apply", tmp_path / "plan.json")
+    assert code == 4
+    assert 'deal 9000 amount: planned against "0", now "1000"' in err

@@ -214,15 +214,103 @@ def test_v3_errors_list_names_the_property_from_its_context() -> None:
     )
 
 
-def test_404_without_a_body_is_rejected_with_a_plain_reason() -> None:
-    client, _ = make_client(Server(httpx.Response(404)))
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "message": "Property values were not valid",
+            "validationResults": [{"name": "amount", "message": "not a number"}],
+        },
+        {
+            "message": "Could not update some deals, they may be deleted",
+            "category": "OBJECT_NOT_FOUND",
+            "context": {"ids": ["16001"]},
+        },
+        {
+            "message": "Batch input had errors",
+            "errors": [
+                {
+                    "message": "Object not found",
+                    "category": "OBJECT_NOT_FOUND",
+                    "context": {"ids": ["16001"]},
+                }
+            ],
+        },
+    ],
+    ids=["validation-results", "context-ids", "errors-context-ids"],
+)
+def test_404_naming_objects_is_a_rejection(body: dict[str, Any]) -> None:
+    server = Server(httpx.Response(404, json=body))
+    client, _ = make_client(server)
 
     result = client.update_deals(BODY)
 
-    assert (result.accepted, result.status, result.reason) == (
-        False,
-        404,
-        "HubSpot answered 404",
+    assert (result.accepted, result.status) == (False, 404)
+    assert result.message == body["message"]
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (httpx.Response(404), "Not Found"),
+        (
+            httpx.Response(
+                404,
+                json={
+                    "status": "error",
+                    "message": "resource not found",
+                    "correlationId": "c-404",
+                    "category": "OBJECT_NOT_FOUND",
+                },
+            ),
+            "resource not found",
+        ),
+    ],
+    ids=["bare", "no-ids"],
+)
+def test_404_naming_no_object_raises_with_the_address(
+    answer: httpx.Response, said: str
+) -> None:
+    server = Server(answer)
+    client, time = make_client(server)
+
+    with pytest.raises(HubSpotError) as caught:
+        client.update_deals(BODY)
+
+    assert caught.value.status == 404
+    assert str(caught.value).startswith(
+        f"HubSpot answered 404: {said}"
+        " (POST https://api.hubapi.test/deals/v1/batch-async/update);"
+        " check HUBSPOT_BASE_URL"
+    )
+    assert (len(server.requests), time.sleeps) == (1, [])
+
+
+def test_404_on_a_read_names_the_address_and_the_correlation_id() -> None:
+    body = {"message": "resource not found", "correlationId": "c-404"}
+    client, _ = make_client(Server(httpx.Response(404, json=body)))
+
+    with pytest.raises(HubSpotError) as caught:
+        client.read_deals(["1"], ["amount"])
+
+    assert caught.value.correlation_id == "c-404"
+    assert str(caught.value) == (
+        "HubSpot answered 404: resource not found"
+        " (POST https://api.hubapi.test/crm/v3/objects/deals/batch/read);"
+        " check HUBSPOT_BASE_URL (correlationId c-404)"
+    )
+
+
+def test_other_4xx_answers_to_an_update_raise() -> None:
+    body = {"message": "Request entity too large", "correlationId": "c-413"}
+    client, _ = make_client(Server(httpx.Response(413, json=body)))
+
+    with pytest.raises(HubSpotError) as caught:
+        client.update_deals(BODY)
+
+    assert str(caught.value) == (
+        "HubSpot answered 413: Request entity too large (correlationId c-413)"
     )
 
 
