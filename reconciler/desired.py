@@ -230,17 +230,16 @@ class _Reader:
 
 
 def _duplicate_key(key: Scalar, first: Location, trail: tuple[str, ...]) -> Finding:
+    again = f"(first defined at line {first.line})"
+    if trail == ("deals",):
+        message = f'duplicate key "{key.text}" under deals {again}'
+        return Finding(key.location, message, "duplicate-key", deal=key.text)
     if len(trail) == 2 and trail[0] == "deals":
-        where = f" in deal {trail[1]}"
-    elif trail:
-        where = f" under {trail[-1]}"
-    else:
-        where = " at the top level"
-    return Finding(
-        key.location,
-        f'duplicate key "{key.text}"{where} (first defined at line {first.line})',
-        "duplicate-key",
-    )
+        message = f'duplicate key "{key.text}" in deal {trail[1]} {again}'
+        return Finding(key.location, message, "duplicate-key", trail[1], key.text)
+    where = f"under {trail[-1]}" if trail else "at the top level"
+    message = f'duplicate key "{key.text}" {where} {again}'
+    return Finding(key.location, message, "duplicate-key")
 
 
 def read_document(path: Path) -> tuple[Document, list[Finding]]:

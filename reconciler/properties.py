@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 from reconciler.errors import Finding, InvalidInputError, Location
 
 MS_PER_DAY = 86_400_000
+MAX_OFFSET = timedelta(hours=14)
 # Significant digits that always round-trip through a binary double.
 FLOAT_DIGITS = 17
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -124,7 +126,7 @@ def _definition_from_json(item: dict[str, Any]) -> PropertyDefinition:
     )
     return PropertyDefinition(
         name=item["name"],
-        type=str(item.get("type") or "string"),
+        type=str(item.get("type") or ""),
         field_type=str(item.get("fieldType") or "text"),
         label=str(item.get("label") or ""),
         options=options,
@@ -214,6 +216,11 @@ class ValueProblem(Exception):
     """A desired value that cannot be sent for its property."""
 
 
+def known_type(definition: PropertyDefinition) -> bool:
+    """Whether values of this property's type can be checked and converted."""
+    return definition.type in _CONVERTERS
+
+
 def to_wire(definition: PropertyDefinition, value: Scalar | list[Scalar]) -> str:
     """The string HubSpot should receive, or raise ValueProblem saying why not.
 
@@ -225,16 +232,20 @@ def to_wire(definition: PropertyDefinition, value: Scalar | list[Scalar]) -> str
         return _multi_select_wire(definition, value)
     if isinstance(value, list):
         raise ValueProblem(
-            f"a {definition.type} property takes one value, not a list"
+            f"{definition.name} ({definition.type}) takes one value, not a list"
             " (only multi-select checkbox properties take lists)"
         )
-    convert = _CONVERTERS.get(definition.type, _string_wire)
-    return convert(definition, value)
+    return _CONVERTERS[definition.type](definition, value)
 
 
 def _string_wire(definition: PropertyDefinition, value: Scalar) -> str:
+    # Control characters (other than tab and line breaks) and lone surrogates
+    # cannot be stored; every other character, spaces of any kind included, is
+    # text a person could mean.
     bad = [
-        char for char in value.text if not char.isprintable() and char not in "\t\n\r"
+        char
+        for char in value.text
+        if unicodedata.category(char) in ("Cc", "Cs") and char not in "\t\n\r"
     ]
     if bad:
         raise ValueProblem(f"contains the control character {bad[0]!r}")
@@ -255,26 +266,32 @@ def _number_wire(definition: PropertyDefinition, value: Scalar) -> str:
 def _plain_number(text: str) -> Decimal | None:
     # An unquoted YAML int or float with a decimal point is read exactly,
     # never through a binary float, so money keeps every digit.
-    if YAML_INT.fullmatch(text) or YAML_FLOAT.fullmatch(text):
-        return Decimal(text)
-    return None
+    if not (YAML_INT.fullmatch(text) or YAML_FLOAT.fullmatch(text)):
+        return None
+    if re.match(r"[-+]?0[0-9]", text):
+        # YAML 1.1 tools read 010 as octal 8, YAML 1.2 as 10: refuse to guess.
+        raise ValueProblem(
+            f"{text} has a leading zero, which YAML 1.1 reads as octal; write"
+            f" {format(Decimal(text), 'f')} (or quote it if it is a code)"
+        )
+    return Decimal(text)
 
 
 def _number_complaint(text: str) -> str:
     lowered = text.lower()
     if lowered.lstrip("+-.") in ("nan", "inf", "infinity"):
         return f"{text!r} is not a finite number; HubSpot accepts plain decimals only"
+    if re.search(r"[$€£¥]|[A-Z]{3}", text):
+        return f"{text!r} has a currency sign or code; write only the number"
     if "," in text:
         return (
             f"{text!r} has a thousands separator or decimal comma;"
             " write a plain decimal such as 1000.50"
         )
-    if re.search(r"[$€£¥]|[A-Z]{3}", text):
-        return f"{text!r} has a currency sign or code; write only the number"
     if re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", text):
         return (
             f"{text!r} is in exponent notation, which HubSpot rejects;"
-            " write it as a plain decimal"
+            f" write it as the plain decimal {format(Decimal(text), 'f')}"
         )
     return f"{text!r} is not a number; write a plain decimal such as 1500 or 0.25"
 
@@ -393,7 +410,11 @@ def _offset(text: str) -> timezone:
     hours, minutes = int(digits[:2] if len(digits) > 2 else digits), 0
     if len(digits) > 2:
         minutes = int(digits[2:])
-    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+    offset = timedelta(hours=hours, minutes=minutes)
+    # Time zones in use run from UTC-12:00 to UTC+14:00.
+    if minutes >= 60 or offset > MAX_OFFSET:
+        raise ValueProblem(f"{text} is not a UTC offset (they run to ±14:00)")
+    return timezone(sign * offset)
 
 
 def _enumeration_wire(definition: PropertyDefinition, value: Scalar) -> str:
@@ -438,6 +459,7 @@ def _option_complaint(definition: PropertyDefinition, text: str) -> str:
     return f"{text!r} is not one of the allowed options: {allowed or 'none'}"
 
 
+# The property types of HubSpot's definitions API, each with its wire format.
 _CONVERTERS = {
     "string": _string_wire,
     "phone_number": _string_wire,

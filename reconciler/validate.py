@@ -29,6 +29,7 @@ from reconciler.properties import (
     PropertyDefinition,
     Scalar,
     ValueProblem,
+    known_type,
     suggest,
     to_wire,
 )
@@ -212,16 +213,29 @@ def _definition_for(
 ) -> tuple[PropertyDefinition | None, str]:
     definition = definitions.properties.get(key.text)
     if definition is None:
-        writable = [d.name for d in definitions.properties.values() if _writable(d)]
-        close = suggest(key.text, writable)
-        hint = f' (did you mean "{close}"?)' if close else ""
         source = definitions.properties_source
+        hint = _name_hint(key.text, definitions)
         return None, f'unknown property "{key.text}" in {source}{hint}'
+    if not known_type(definition):
+        kind = f"type {definition.type!r}" if definition.type else "no type"
+        return None, (
+            f'"{key.text}" has {kind} in {definitions.properties_source}, so its'
+            " values cannot be checked; fix the definition"
+        )
     if definition.calculated:
         return None, f'"{key.text}" is calculated by HubSpot and read-only'
     if definition.read_only:
         return None, f'"{key.text}" is read-only; HubSpot sets its value'
     return definition, ""
+
+
+def _name_hint(text: str, definitions: Definitions) -> str:
+    writable = [d for d in definitions.properties.values() if _writable(d)]
+    for definition in writable:
+        if definition.label and definition.label.lower() == text.lower():
+            return f'; "{text}" is the label of "{definition.name}", use the name'
+    close = suggest(text, [d.name for d in writable])
+    return f' (did you mean "{close}"?)' if close else ""
 
 
 def _writable(definition: PropertyDefinition) -> bool:
@@ -267,7 +281,8 @@ def check_stages(
         return
     target = pipeline_value.wire if pipeline_value else current_pipeline
     if stage_value and stage_value.wire:
-        problem = _stage_problem(stage_value.wire, target, deal_id, pipelines)
+        moved = pipeline_value is not None
+        problem = _stage_problem(stage_value.wire, target, deal_id, pipelines, moved)
         if problem:
             yield _stage_finding(stage_value, problem)
     elif pipeline_value and pipeline_value.wire and snapshot is not None:
@@ -294,7 +309,11 @@ def _unknown_pipeline(text: str, definitions: Definitions) -> str:
 
 
 def _stage_problem(
-    stage: str, target: str | None, deal_id: str, pipelines: PipelineMap
+    stage: str,
+    target: str | None,
+    deal_id: str,
+    pipelines: PipelineMap,
+    pipeline_written: bool = False,
 ) -> str | None:
     current = pipelines.get(target) if target else None
     owners = [p for p in pipelines.values() if stage in p.stage_ids()]
@@ -304,6 +323,11 @@ def _stage_problem(
         return None  # the deal's pipeline is not known; the stage exists
     if owners:
         owner = owners[0]
+        if pipeline_written:
+            return (
+                f'stage "{stage}" is not in pipeline "{target}"; it belongs to'
+                f' pipeline "{owner.id}" ({owner.label})'
+            )
         return (
             f'stage "{stage}" belongs to pipeline "{owner.id}" ({owner.label}) but'
             f' deal {deal_id} is in "{target}"; set pipeline too'

@@ -233,9 +233,27 @@ def test_b07_unknown_and_read_only_properties() -> None:
 @needs_shared
 def test_b08_duplicate_keys_at_every_level() -> None:
     found = problems("validate", CASES / "B08" / "desired.yaml")
-    assert [(p["line"], p["message"]) for p in found] == [
-        (4, 'duplicate key "amount" in deal 8001 (first defined at line 3)'),
-        (8, 'duplicate key "8001" under deals (first defined at line 2)'),
+    assert [(p["line"], p["deal"], p["property"], p["message"]) for p in found] == [
+        (
+            4,
+            "8001",
+            "amount",
+            'duplicate key "amount" in deal 8001 (first defined at line 3)',
+        ),
+        (
+            8,
+            "8001",
+            None,
+            'duplicate key "8001" under deals (first defined at line 2)',
+        ),
+    ]
+    code, _, err = run("validate", CASES / "B08" / "desired.yaml")
+    assert code == 1
+    assert err.splitlines()[:2] == [
+        f"{CASES / 'B08' / 'desired.yaml'}:4:5: deal 8001, property amount:"
+        ' duplicate key "amount" in deal 8001 (first defined at line 3)',
+        f"{CASES / 'B08' / 'desired.yaml'}:8:3: deal 8001:"
+        ' duplicate key "8001" under deals (first defined at line 2)',
     ]
 
 

@@ -263,3 +263,30 @@ def test_shipped_definitions_load_from_the_package() -> None:
     assert definitions["amount"].type == "number"
     assert definitions["hs_object_id"].read_only is True
     assert parse_definitions([{"name": "x", "readOnlyValue": True}], "t")["x"].read_only
+
+
+@pytest.mark.parametrize(
+    ("definition", "value", "complaint"),
+    [
+        (NUMBER, plain("010"), "leading zero, which YAML 1.1 reads as octal; write 10"),
+        (NUMBER, plain("1e3"), "write it as the plain decimal 1000"),
+        (NUMBER, quoted("$1,500"), "currency sign"),
+        (DATETIME, plain("2024-03-01T10:00:00+24:00"), r"\+24:00 is not a UTC offset"),
+        (DATETIME, plain("2024-03-01T10:00:00+05:75"), "not a UTC offset"),
+    ],
+)
+def test_ambiguous_or_impossible_values_are_refused(
+    definition: PropertyDefinition, value: Scalar, complaint: str
+) -> None:
+    with pytest.raises(ValueProblem, match=complaint):
+        to_wire(definition, value)
+
+
+def test_far_offsets_in_use_are_accepted() -> None:
+    assert to_wire(DATETIME, plain("2024-03-01T10:00:00+14:00")) == "1709236800000"
+    assert to_wire(DATETIME, plain("2024-03-01T10:00:00+05:45")) == "1709266500000"
+
+
+def test_every_kind_of_space_is_text() -> None:
+    assert to_wire(TEXT, quoted("a\u00a0b\u200bc")) == "a\u00a0b\u200bc"
+    assert to_wire(TEXT, quoted("tab\there")) == "tab\there"

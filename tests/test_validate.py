@@ -94,3 +94,22 @@ def test_plan_against_the_real_v1_paged_deal() -> None:
         ("closedate", "1564783118291"),
         ("dealname", "Example deal"),
     ]
+
+
+def test_definitions_without_a_known_type_refuse_their_values() -> None:
+    definitions = Definitions(
+        load_definitions(FIXTURES / "definitions" / "malformed.json"),
+        load_pipelines(None),
+        properties_source="malformed.json",
+    )
+    state = load_desired([FIXTURES / "definitions" / "uses_malformed.yaml"])
+    with pytest.raises(InvalidInputError) as raised:
+        validate_state(state, definitions)
+    assert [f.message for f in raised.value.findings] == [
+        '"amount" has no type in malformed.json, so its values cannot be checked;'
+        " fix the definition",
+        "\"deal_size\" has type 'numbr' in malformed.json, so its values cannot be"
+        " checked; fix the definition",
+        'unknown property "Close Date" in malformed.json; "Close Date" is the label'
+        ' of "closedate", use the name',
+    ]
