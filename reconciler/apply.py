@@ -199,7 +199,7 @@ def rebatch_plan(plan: Plan, batch_size: int) -> Plan:
     journal knows the re-batched plan as the one that was saved.
     """
     rebatched = build_plan(plan.changes, batch_size, plan.unchanged_deals, plan.checks)
-    rebatched.warnings = list(plan.warnings)
+    rebatched.skipped = list(plan.skipped)
     if rebatched.fingerprint() != plan.fingerprint():
         # Only a plan whose changes are not in plan order can get here.
         raise UsageError(

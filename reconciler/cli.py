@@ -238,7 +238,7 @@ def plan(
     shown = render.render_plan(result, output)
     if out is not None:
         write_atomically(out, render_plan_file(result))
-    for warning in result.warnings if output == "json" else []:
+    for warning in render.skipped_lines(result) if output == "json" else []:
         print(warning, file=sys.stderr)
     sys.stdout.write(shown)
     if detailed_exitcode and not result.is_empty:

@@ -177,20 +177,17 @@ def _plan(
     live: bool,
 ) -> Plan:
     diff = diff_values(state, values, snapshot)
-    warnings = []
     if diff.missing and not settings.skip_missing:
         raise InvalidInputError(
             diff.missing, f"{len(diff.missing)} deal(s) cannot be updated"
         )
-    for finding in diff.missing:
-        warnings.append(f"skipped: {finding}")
     # Only HubSpot itself can lag behind an apply; a snapshot file is as old
     # as it is, so the journal says nothing about it.
     changes = diff.changes
     if live:
         changes = _annotate_pending(changes, settings.journal_path)
     plan = build_plan(changes, settings.batch_size, diff.unchanged_deals, diff.checks)
-    plan.warnings = warnings
+    plan.skipped = diff.missing
     return plan
 
 

@@ -118,14 +118,20 @@ class Journal:
 
     def _append(self, entry: dict[str, Any]) -> None:
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+b") as handle:
-            # A torn last line must not swallow this one.
-            if _ends_torn(handle):
-                line = b"\n" + line
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a+b") as handle:
+                # A torn last line must not swallow this one.
+                if _ends_torn(handle):
+                    line = b"\n" + line
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise ReconcilerError(
+                f"{self.path}: cannot write the apply journal:"
+                f" {error.strerror or error}"
+            ) from None
         if self._index is not None:
             self._index.add(entry)
 
@@ -170,9 +176,15 @@ class Journal:
 
     def _entries(self) -> Iterator[dict[str, Any]]:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            # A damaged byte spoils only its own line, which is then skipped.
+            text = self.path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return
+        except OSError as error:
+            raise ReconcilerError(
+                f"{self.path}: cannot read the apply journal: {error.strerror or error}"
+            ) from None
+        lines = text.splitlines()
         for line in lines:
             try:
                 entry = json.loads(line)

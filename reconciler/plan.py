@@ -67,7 +67,8 @@ class Plan:
     batches: list[Batch]
     unchanged_deals: int = 0
     batch_size: int = MAX_BATCH_SIZE
-    warnings: list[str] = field(default_factory=list)
+    # Deals left out with --skip-missing, and why; shown for review, not sent.
+    skipped: list[Finding] = field(default_factory=list)
 
     @property
     def changes(self) -> list[Change]:
@@ -154,6 +155,11 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
             "batches": len(plan.batches),
             "unchanged_deals": plan.unchanged_deals,
         },
+        **(
+            {"skipped": [_skipped_to_json(f) for f in plan.skipped]}
+            if plan.skipped
+            else {}
+        ),
         "batches": [
             {
                 "index": batch.index,
@@ -162,6 +168,26 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
             for batch in plan.batches
         ],
     }
+
+
+def _skipped_to_json(finding: Finding) -> dict[str, Any]:
+    entry: dict[str, Any] = {"deal": finding.deal, "reason": finding.message}
+    if finding.location is not None:
+        where = finding.location
+        entry["source"] = {
+            "file": where.file,
+            "line": where.line,
+            "column": where.column,
+        }
+    return entry
+
+
+def _skipped_from_json(entry: dict[str, Any]) -> Finding:
+    source = entry.get("source")
+    where = (
+        Location(source["file"], source["line"], source["column"]) if source else None
+    )
+    return Finding(where, entry["reason"], "missing-deal", deal=entry["deal"])
 
 
 def _deal_to_json(batch: Batch, deal: str) -> dict[str, Any]:
@@ -217,6 +243,7 @@ def load_plan(path: Path) -> Plan:
         batches,
         unchanged_deals=data["summary"].get("unchanged_deals", 0),
         batch_size=data["batch_size"],
+        skipped=[_skipped_from_json(entry) for entry in data.get("skipped", [])],
     )
     if plan.fingerprint() != data["fingerprint"]:
         finding = Finding(

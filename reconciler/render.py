@@ -57,6 +57,11 @@ def render_plan(plan: Plan, fmt: str) -> str:
     return renderers[fmt](plan)
 
 
+def skipped_lines(plan: Plan) -> list[str]:
+    """One line per deal ``--skip-missing`` left out of the plan."""
+    return [f"skipped: {finding}" for finding in plan.skipped]
+
+
 def _plan_text(plan: Plan) -> str:
     lines: list[str] = []
     if not plan.is_empty:
@@ -67,7 +72,7 @@ def _plan_text(plan: Plan) -> str:
         for deal, changes in _by_deal(batch):
             lines.extend(_deal_text(deal, changes))
         lines.append("")
-    lines.extend(plan.warnings)
+    lines.extend(skipped_lines(plan))
     lines.append(plan_summary(plan))
     return "\n".join(lines) + "\n"
 
@@ -107,7 +112,8 @@ def _plan_markdown(plan: Plan) -> str:
             f"| {change.deal} | `{change.property}` | {_cell(before)} |"
             f" {_cell(after)}{note} | {source} |"
         )
-    lines += ["", *plan.warnings, f"**{plan_summary(plan)}**"]
+    lines += ["", *(_cell(line) for line in skipped_lines(plan))]
+    lines.append(f"**{plan_summary(plan)}**")
     return "\n".join(lines) + "\n"
 
 

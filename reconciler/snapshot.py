@@ -57,14 +57,38 @@ def load_snapshot(paths: Sequence[Path]) -> Snapshot:
     """Read every snapshot file under ``paths`` into one snapshot."""
     snapshot = Snapshot(source=", ".join(str(path) for path in paths))
     findings: list[Finding] = []
+    origins: dict[str, str] = {}
     for path in _json_files(paths, findings):
+        part = Snapshot()
         try:
-            add_response(snapshot, load_json_file(path), str(path))
+            add_response(part, load_json_file(path), str(path))
         except InvalidInputError as error:
             findings.extend(error.findings)
+            continue
+        findings.extend(_merge(snapshot, part, str(path), origins))
     if findings:
         raise InvalidInputError(findings)
     return snapshot
+
+
+def _merge(
+    snapshot: Snapshot, part: Snapshot, source: str, origins: dict[str, str]
+) -> list[Finding]:
+    """Add one file's deals; a deal two files disagree on is a finding."""
+    findings = []
+    for deal_id, values in part.deals.items():
+        known = snapshot.deals.setdefault(deal_id, {})
+        for name, value in values.items():
+            if name in known and known[name] != value:
+                message = (
+                    f"deal {deal_id} property {name} is {value!r} here but"
+                    f" {known[name]!r} in {origins[deal_id]}; use one snapshot"
+                )
+                findings.append(Finding(Location(source, 1, 1), message, "conflict"))
+        known.update(values)
+        origins.setdefault(deal_id, source)
+    snapshot.missing.update(part.missing)
+    return findings
 
 
 def _json_files(paths: Sequence[Path], findings: list[Finding]) -> Iterable[Path]:

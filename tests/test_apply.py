@@ -17,7 +17,7 @@ from reconciler.apply import (
     check_stale,
     rebatch_plan,
 )
-from reconciler.errors import ExitCode, Location, StalePlanError, UsageError
+from reconciler.errors import ExitCode, Finding, Location, StalePlanError, UsageError
 from reconciler.hubspot import HubSpotClient
 from reconciler.journal import Journal
 from reconciler.plan import Batch, Change, Plan, build_plan
@@ -1007,7 +1007,8 @@ def test_interrupt_while_waiting_reports_what_the_last_read_showed() -> None:
 def test_rebatch_keeps_changes_checks_and_fingerprint() -> None:
     check = change("16002", "dealstage", "closedwon", "closedwon")
     plan = build_plan(b16()[1].changes, 100, 4, [check])
-    plan.warnings.append("a warning")
+    gone = Finding(None, "not found in HubSpot", "missing-deal", deal="16009")
+    plan.skipped.append(gone)
 
     rebatched = rebatch_plan(plan, 2)
 
@@ -1018,7 +1019,7 @@ def test_rebatch_keeps_changes_checks_and_fingerprint() -> None:
     assert rebatched.batches[0].checks == (check,)
     assert rebatched.changes == plan.changes
     assert (rebatched.batch_size, rebatched.unchanged_deals) == (2, 4)
-    assert rebatched.warnings == ["a warning"]
+    assert rebatched.skipped == [gone]
     assert rebatched.fingerprint() == plan.fingerprint()
 
 

@@ -374,3 +374,33 @@ def test_b04_plan_reports_every_stage_problem_at_once() -> None:
         case / "snapshot.json",
     )
     assert [p["line"] for p in found] == [3, 5, 10, 12]
+
+
+@needs_shared
+def test_b15_skipped_deals_are_in_the_json_plan(tmp_path: Path) -> None:
+    case = CASES / "B15"
+    code, out, err = run(
+        "plan",
+        case / "desired.yaml",
+        "--snapshot",
+        case / "response.json",
+        "--skip-missing",
+        "--format",
+        "json",
+        "-o",
+        tmp_path / "plan.json",
+    )
+    assert code == 0
+    skipped = json.loads(out)["skipped"]
+    assert [(s["deal"], s["source"]["line"]) for s in skipped] == [
+        ("15002", 4),
+        ("15003", 6),
+    ]
+    assert "merged into deal 15009" in skipped[0]["reason"]
+    assert err.count("skipped: ") == 2
+    from reconciler.plan import load_plan
+
+    assert [f.deal for f in load_plan(tmp_path / "plan.json").skipped] == [
+        "15002",
+        "15003",
+    ]

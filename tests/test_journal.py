@@ -243,3 +243,19 @@ def test_without_flock_the_block_runs_unlocked(
         pass
 
     assert not Journal(path).lock_path.exists()
+
+
+def test_damaged_bytes_spoil_only_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.record("sha256:x", [], at=10.0)
+    with path.open("ab") as handle:
+        handle.write(b"\xff\xfe not json\n")
+    assert Journal(path).was_applied("sha256:x") == 10.0
+
+
+def test_a_journal_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.mkdir()
+    with pytest.raises(ReconcilerError, match="cannot read the apply journal"):
+        Journal(path).was_applied("sha256:x")

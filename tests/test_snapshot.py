@@ -168,3 +168,21 @@ def test_values_must_be_scalars_and_folders_must_hold_pages(tmp_path: Path) -> N
         snapshot, {"results": [{"id": "2", "properties": {"a": True, "b": 5}}]}, "t"
     )
     assert snapshot.deals == {"2": {"a": "true", "b": "5"}}
+
+
+def test_files_that_disagree_about_a_deal_are_refused(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(
+        json.dumps({"results": [{"id": "7", "properties": {"amount": "1"}}]})
+    )
+    second.write_text(
+        json.dumps({"results": [{"id": "7", "properties": {"amount": "2"}}]})
+    )
+    with pytest.raises(InvalidInputError) as raised:
+        load_snapshot([first, second])
+    assert [str(f) for f in raised.value.findings] == [
+        f"{second}:1:1: deal 7 property amount is '2' here but '1' in {first};"
+        " use one snapshot"
+    ]
+    same = load_snapshot([first, first])
+    assert same.deals == {"7": {"amount": "1"}}
