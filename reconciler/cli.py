@@ -271,7 +271,7 @@ def apply(
             "--batch-size",
             min=1,
             max=MAX_BATCH_SIZE,
-            help=f"Deals per update request [default: {MAX_BATCH_SIZE}];"
+            help=f"Deals per update request, {MAX_BATCH_SIZE} unless given;"
             " re-batches a saved plan.",
         ),
     ] = None,

@@ -242,6 +242,13 @@ def _duplicate_key(key: Scalar, first: Location, trail: tuple[str, ...]) -> Find
     return Finding(key.location, message, "duplicate-key")
 
 
+def _byte_location(path: Path, position: int) -> Location:
+    """Line and column of the character at ``position`` (libyaml counts bytes)."""
+    head = path.read_bytes()[:position].decode("utf-8", errors="replace")
+    line = head.count("\n") + 1
+    return Location(str(path), line, len(head) - (head.rfind("\n") + 1) + 1)
+
+
 def read_document(path: Path) -> tuple[Document, list[Finding]]:
     """Parse one file into nodes; problems come back as findings."""
     name = str(path)
@@ -262,6 +269,12 @@ def read_document(path: Path) -> tuple[Document, list[Finding]]:
         problem = " ".join(filter(None, [error.context, error.problem]))
         return Document(name, None, readable=False), [
             Finding(location, f"YAML syntax: {problem}", "syntax")
+        ]
+    except yaml.reader.ReaderError as error:
+        location = _byte_location(path, error.position)
+        message = f"cannot read this character: {error.reason}"
+        return Document(name, None, readable=False), [
+            Finding(location, message, "encoding")
         ]
     except yaml.YAMLError as error:
         return Document(name, None, readable=False), [

@@ -88,12 +88,12 @@ def check_schema(document: Document) -> list[Finding]:
         node = _node_at(document.root, path, problem.key)
         deal = str(path[1]) if len(path) > 1 and path[0] == "deals" else None
         prop = str(path[2]) if len(path) > 2 else None
-        message = _schema_message(problem)
+        message = _schema_message(problem, node)
         findings.append(Finding(node.location, message, "schema", deal, prop))
     return findings
 
 
-def _schema_message(problem: schema.SchemaProblem) -> str:
+def _schema_message(problem: schema.SchemaProblem, node: Node) -> str:
     depth = len(problem.path)
     if problem.rule == "propertyNames" and problem.path == ("deals",):
         return f"deal IDs are whole numbers: {problem.key!r} is not one"
@@ -110,6 +110,8 @@ def _schema_message(problem: schema.SchemaProblem) -> str:
         return "a deal lists at least one property to manage"
     if depth == 2:
         return "a deal is a mapping of property names to values"
+    if depth >= 3 and isinstance(node, Sequence_):
+        return "list items are option values: text or numbers, not null or lists"
     if depth >= 3:
         return (
             "a value is text, a number, true/false, null, or a list of these"

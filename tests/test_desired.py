@@ -192,3 +192,17 @@ def test_deep_nesting_is_refused_without_recursing() -> None:
     found = messages([DESIRED / "deep.yaml"])
     assert len(found) == 1
     assert "nested deeper than 20 levels" in found[0]
+
+
+def test_bytes_that_are_not_utf8_are_placed() -> None:
+    found = messages([DESIRED / "latin1.yaml"])
+    assert len(found) == 1
+    assert found[0].startswith(f"{DESIRED / 'latin1.yaml'}:3:")
+    assert "invalid trailing UTF-8 octet" in found[0]
+
+
+def test_null_inside_a_list_is_explained() -> None:
+    state = load_desired([DESIRED / "null_in_list.yaml"])
+    assert [f.message for f in check_schema(state.documents[0])] == [
+        "list items are option values: text or numbers, not null or lists"
+    ]
