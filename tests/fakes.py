@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from typer.testing import CliRunner
 
 from reconciler.cli import app
+from reconciler.hubspot import HubSpotClient
 
 HTTP_FIXTURES = Path(__file__).parent / "fixtures" / "http"
 TOKEN = "pat-na1-00000000-test-token-never-shown"
@@ -49,3 +52,18 @@ def run_cli(*args: object, stdin: str | None = None) -> tuple[int, str, str]:
     """Run ``reconciler`` with ``args``: exit code, stdout and stderr."""
     result = _runner.invoke(app, [str(arg) for arg in args], input=stdin)
     return result.exit_code, result.stdout, result.stderr
+
+
+def mock_client(
+    handler: Callable[[httpx.Request], httpx.Response], time: FakeTime, **options: Any
+) -> HubSpotClient:
+    """A client talking to ``handler`` through httpx's MockTransport."""
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    return HubSpotClient(
+        http,
+        TOKEN,
+        base_url="https://api.hubapi.test",
+        sleep=time.sleep,
+        clock=time.clock,
+        **options,
+    )

@@ -28,6 +28,7 @@ from tests.fakes import (
     UPDATE_PATH,
     FakeTime,
     fixture_response,
+    mock_client,
 )
 
 Override = Callable[[int, list[dict[str, Any]]], "httpx.Response | None"]
@@ -93,15 +94,7 @@ def connect(
     fake: FakeHubSpot, time: FakeTime | None = None
 ) -> tuple[HubSpotClient, FakeTime]:
     time = time or FakeTime()
-    http = httpx.Client(transport=httpx.MockTransport(fake))
-    client = HubSpotClient(
-        http,
-        TOKEN,
-        base_url="https://api.hubapi.test",
-        sleep=time.sleep,
-        clock=time.clock,
-    )
-    return client, time
+    return mock_client(fake, time), time
 
 
 def change(

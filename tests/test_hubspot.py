@@ -23,6 +23,7 @@ from tests.fakes import (
     UPDATE_PATH,
     FakeTime,
     fixture_response,
+    mock_client,
 )
 
 BODY = [{"objectId": 16001, "properties": [{"name": "amount", "value": "1"}]}]
@@ -55,16 +56,7 @@ def make_client(
     time = time or FakeTime(1000.0)
     if isinstance(handler, Server):
         handler.time = time
-    http = httpx.Client(transport=httpx.MockTransport(handler))
-    client = HubSpotClient(
-        http,
-        TOKEN,
-        base_url="https://api.hubapi.test",
-        sleep=time.sleep,
-        clock=time.clock,
-        **options,
-    )
-    return client, time
+    return mock_client(handler, time, **options), time
 
 
 # --- request shape ---------------------------------------------------------
