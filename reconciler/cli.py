@@ -101,11 +101,13 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="HubSpot deal properties as code: validate, plan and apply.",
 )
 
 PathsArg = Annotated[
-    list[Path], typer.Argument(help="Desired-state YAML files or folders.")
+    list[Path],
+    typer.Argument(metavar="PATH", help="Desired-state YAML files or folders."),
 ]
 PropertiesOpt = Annotated[
     Path | None,
@@ -119,7 +121,11 @@ PipelinesOpt = Annotated[
 ]
 SnapshotOpt = Annotated[
     list[Path] | None,
-    typer.Option("--snapshot", help="Snapshot file or folder of pages (repeatable)."),
+    typer.Option(
+        "--snapshot",
+        metavar="PATH",
+        help="Snapshot file or folder of pages (repeatable).",
+    ),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 BatchOpt = Annotated[
