@@ -215,6 +215,7 @@ class _InFlight:
     request count before it, which tells whether it went out."""
 
     outcome: BatchOutcome
+    changes: Sequence[Change]
     deals: list[str]
     sent_before: int
 
@@ -277,7 +278,7 @@ class _Run:
         """Send one request and record what became of its deals."""
         deals = _sorted_ids({change.deal for change in changes})
         outcome.requests += 1
-        self._in_flight = _InFlight(outcome, deals, self.client.requests_sent)
+        self._in_flight = _InFlight(outcome, changes, deals, self.client.requests_sent)
         try:
             result = self.client.update_deals(build_request_body(changes))
         except HubSpotError as error:
@@ -359,8 +360,12 @@ class _Run:
             # Stopped while pacing: the request never went out.
             outcome.requests -= 1
             return
-        # Sent, and its answer never recorded: HubSpot may have taken it.
+        # Sent, and its answer never recorded: HubSpot may have taken it, so
+        # the journal counts it as submitted and keeps the plan from going
+        # out again while HubSpot may still be processing it.
         unknown = [d for d in request.deals if outcome.fates[d] != "applied"]
+        if unknown and self.journal is not None:
+            self.journal.record(self.fingerprint, request.changes)
         outcome.settle(unknown, "unanswered")
         if unknown and outcome.reason is None:
             outcome.reason = UNANSWERED_REASON

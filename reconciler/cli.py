@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import signal
 import sys
 from contextvars import ContextVar
 from pathlib import Path
@@ -269,6 +270,17 @@ def apply(
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="Stop at the first rejected batch.")
     ] = False,
+    resend: Annotated[
+        bool,
+        typer.Option(
+            "--resend",
+            help="Send even if this plan was sent less than an hour ago.",
+        ),
+    ] = False,
+    skip_missing: Annotated[
+        bool,
+        typer.Option("--skip-missing", help="Leave out deals HubSpot lacks; warn."),
+    ] = False,
     properties: PropertiesOpt = None,
     pipelines: PipelinesOpt = None,
     batch_size: Annotated[
@@ -287,7 +299,13 @@ def apply(
     """Apply a saved plan, or plan, confirm and apply desired state."""
     output = _use_format(fmt)
     size = MAX_BATCH_SIZE if batch_size is None else batch_size
-    with _settings(properties, pipelines, batch_size=size, rate_limit=rate) as settings:
+    with _settings(
+        properties,
+        pipelines,
+        batch_size=size,
+        rate_limit=rate,
+        skip_missing=skip_missing,
+    ) as settings:
         prepared = commands.plan_for_apply(targets, settings, batch_size)
         if not prepared.saved and (prepared.plan.is_empty or not auto_approve):
             sys.stdout.write(render.render_plan(prepared.plan, output))
@@ -300,6 +318,7 @@ def apply(
             fail_fast=fail_fast,
             wait=wait,
             timeout=timeout,
+            resend=resend,
             progress=_progress,
         )
     _progress("")
@@ -375,4 +394,10 @@ def sandbox(
 
 def main() -> None:
     """Console entry point."""
+    # CI cancels a job with SIGTERM: stop as Ctrl-C does, with a report.
+    signal.signal(signal.SIGTERM, _interrupt)
     app()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -179,32 +179,47 @@ def _plan(
     diff = diff_values(state, values, snapshot)
     if diff.missing and not settings.skip_missing:
         raise InvalidInputError(
-            diff.missing, f"{len(diff.missing)} deal(s) cannot be updated"
+            diff.missing,
+            f"{len(diff.missing)} deal(s) cannot be updated; fix the desired state,"
+            " or plan with --skip-missing to leave them out",
         )
     # Only HubSpot itself can lag behind an apply; a snapshot file is as old
     # as it is, so the journal says nothing about it.
     changes = diff.changes
-    if live:
-        changes = _annotate_pending(changes, settings.journal_path)
+    if live and settings.journal_path.exists():
+        changes = _consult_journal(changes, diff.matching, settings.journal_path)
     plan = build_plan(changes, settings.batch_size, diff.unchanged_deals, diff.checks)
     plan.skipped = diff.missing
     return plan
 
 
-def _annotate_pending(changes: list[Change], journal_path: Path) -> list[Change]:
-    """Mark changes an earlier apply already submitted and HubSpot still shows."""
-    if not journal_path.exists():
-        return changes
+def _consult_journal(
+    changes: list[Change], matching: list[Change], journal_path: Path
+) -> list[Change]:
+    """Note what HubSpot now shows of earlier applies, and mark what it does not.
+
+    Values HubSpot already holds (``matching``) are recorded as seen, so that
+    a later revert is a fresh change; changes an apply submitted and HubSpot
+    does not show yet are marked as awaiting processing. The journal only adds
+    notes: if it cannot be read, the plan goes on without them.
+    """
     journal = Journal(journal_path)
-    now = time.time()
-    annotated = []
-    for change in changes:
-        submitted = journal.pending(change.deal, change.property, change.after)
-        if submitted is not None and now - submitted < PENDING_WINDOW_SECONDS:
-            note = f"submitted {int(now - submitted)} s ago, awaiting processing"
-            change = dataclasses.replace(change, note=note)
-        annotated.append(change)
-    return annotated
+    try:
+        journal.record_seen((c.deal, c.property, c.after) for c in matching)
+        return [_mark_pending(change, journal, time.time()) for change in changes]
+    except ReconcilerError as error:
+        log.warning("%s; the plan shows no 'awaiting processing' notes", error)
+        return changes
+
+
+def _mark_pending(change: Change, journal: Journal, now: float) -> Change:
+    submitted = journal.pending(change.deal, change.property, change.after)
+    if submitted is None or now - submitted >= PENDING_WINDOW_SECONDS:
+        return change
+    # A clock set back since the apply must not print a negative age.
+    age = max(0, int(now - submitted))
+    note = f"submitted {age} s ago, awaiting processing"
+    return dataclasses.replace(change, note=note)
 
 
 def take_snapshot(paths: Sequence[Path], settings: Settings) -> Snapshot:
@@ -243,6 +258,7 @@ def apply_reviewed_plan(
     fail_fast: bool,
     wait: bool,
     timeout: float,
+    resend: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ApplyReport:
     """``reconciler apply``: check the plan is fresh and unused, then send it.
@@ -254,14 +270,15 @@ def apply_reviewed_plan(
     client = settings.require_client("apply")
     journal = Journal(settings.journal_path)
     with journal.locked():
-        applied_at = journal.blocking_apply(plan.fingerprint())
+        applied_at = None if resend else journal.blocking_apply(plan.fingerprint())
         if applied_at is not None:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(applied_at))
             raise ReconcilerError(
-                f"this plan was applied at {when} and HubSpot may still be"
-                " processing it (`reconciler plan` marks such changes awaiting"
-                " processing); it can be applied again an hour after that, or"
-                " once an apply with --wait has seen its values"
+                f"this plan was sent at {when} and HubSpot may still be"
+                " processing it, so it was not sent again; `reconciler plan`"
+                " shows whether HubSpot holds its values yet. If HubSpot did"
+                " apply it and the values were changed back since, apply with"
+                " --resend"
             )
         return apply_plan(
             plan,

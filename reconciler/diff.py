@@ -19,6 +19,8 @@ class Diff:
 
     changes: list[Change] = field(default_factory=list)
     checks: list[Change] = field(default_factory=list)
+    # Every desired value HubSpot already holds, changed deal or not.
+    matching: list[Change] = field(default_factory=list)
     unchanged_deals: int = 0
     missing: list[Finding] = field(default_factory=list)
 
@@ -47,6 +49,7 @@ def diff_values(
             same = same_value(value.definition, before, value.wire)
             (checks if same else changes).append(_change(value, before))
         result.changes.extend(changes)
+        result.matching.extend(checks)
         if changes:
             result.checks.extend(checks)
         result.unchanged_deals += not changes

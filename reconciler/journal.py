@@ -8,9 +8,12 @@ a plan's values, or the pending window passed, the plan may be sent again and
 the stale check decides whether there is anything left to do.
 
 One JSON object a line, appended and flushed whole, so a crash leaves at worst
-a torn last line, which reading skips. A submission line is
+a torn last line, which reading skips, as it skips any line not of these
+shapes. A submission line is
 ``{"fingerprint", "at", "changes": [{"deal", "property", "after"}]}``; a
-verification line is ``{"fingerprint", "at", "verified": true}``.
+verification line is ``{"fingerprint", "at", "verified": true}``; a line
+``{"at", "seen": [{"deal", "property", "after"}]}`` says a later read of
+HubSpot showed those submitted values, so they are no longer pending.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ LOG = logging.getLogger("reconciler")
 # "several minutes" for large batch-async updates.
 PENDING_WINDOW_SECONDS = 3600.0
 LOCK_POLL_SECONDS = 0.05
+# Times past this (the year 3000) are damage, not journal entries.
+LATEST_TIME = 32_503_680_000.0
 
 _Key = tuple[str, Any, Any]
 
@@ -53,9 +58,18 @@ class _Index:
     last_verified: dict[str, float] = field(default_factory=dict)
     # (deal, property, after) -> when it was last submitted, and by which plan.
     changes: dict[_Key, tuple[float, str]] = field(default_factory=dict)
+    # The keys each plan submitted, and when each key was last seen in HubSpot.
+    plan_keys: dict[str, set[_Key]] = field(default_factory=dict)
+    seen: dict[_Key, float] = field(default_factory=dict)
 
     def add(self, entry: dict[str, Any]) -> None:
-        fingerprint, at = entry["fingerprint"], float(entry["at"])
+        at = float(entry["at"])
+        if "seen" in entry:
+            for change in filter(_is_change, entry["seen"]):
+                key = _change_key(change)
+                self.seen[key] = max(at, self.seen.get(key, at))
+            return
+        fingerprint = entry["fingerprint"]
         if entry.get("verified") is True:
             _keep_latest(self.last_verified, fingerprint, at)
             return
@@ -63,10 +77,16 @@ class _Index:
             at, self.first_submitted.get(fingerprint, at)
         )
         _keep_latest(self.last_submitted, fingerprint, at)
-        for change in entry["changes"]:
+        self.plan_keys.setdefault(fingerprint, set())
+        for change in filter(_is_change, entry["changes"]):
             key = _change_key(change)
+            self.plan_keys.setdefault(fingerprint, set()).add(key)
             if key not in self.changes or self.changes[key][0] <= at:
                 self.changes[key] = (at, fingerprint)
+
+    def shown_since(self, key: _Key, at: float) -> bool:
+        """Whether a read of HubSpot showed this submitted value at or after ``at``."""
+        return self.seen.get(key, float("-inf")) >= at
 
     def verified_since(self, fingerprint: str, at: float) -> bool:
         """Whether HubSpot showed the plan's values at or after ``at``."""
@@ -104,6 +124,23 @@ class Journal:
                 {"deal": c.deal, "property": c.property, "after": c.after}
                 for c in changes
             ],
+        }
+        self._append(entry)
+
+    def record_seen(
+        self, values: Iterable[tuple[str, str, str]], at: float | None = None
+    ) -> None:
+        """Note that HubSpot now shows these (deal, property, after) values.
+
+        Only values still pending are written, so a plan that finds nothing
+        pending leaves the journal as it was.
+        """
+        pending = [v for v in values if self.pending(*v) is not None]
+        if not pending:
+            return
+        entry = {
+            "at": self._clock() if at is None else at,
+            "seen": [{"deal": d, "property": p, "after": a} for d, p, a in pending],
         }
         self._append(entry)
 
@@ -154,6 +191,9 @@ class Journal:
         last = index.last_submitted.get(fingerprint)
         if last is None or index.verified_since(fingerprint, last):
             return None
+        keys = index.plan_keys.get(fingerprint, set())
+        if keys and all(index.shown_since(key, last) for key in keys):
+            return None
         now = self._clock() if now is None else now
         return last if now - last < PENDING_WINDOW_SECONDS else None
 
@@ -165,7 +205,10 @@ class Journal:
         if found is None:
             return None
         at, fingerprint = found
-        return None if index.verified_since(fingerprint, at) else at
+        key = (canonical_id(deal), property, after)
+        if index.verified_since(fingerprint, at) or index.shown_since(key, at):
+            return None
+        return at
 
     def _load(self) -> _Index:
         if self._index is None:
@@ -206,8 +249,13 @@ class Journal:
         if fcntl is None:
             yield
             return
+        folder = self.lock_path.parent
+        if folder.exists() and not folder.is_dir():
+            raise ReconcilerError(
+                f"{folder} is not a folder; the apply journal is kept in it"
+            )
         try:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             handle = self.lock_path.open("a")
         except OSError as error:
             raise ReconcilerError(
@@ -261,17 +309,27 @@ def _ends_torn(handle: IO[bytes]) -> bool:
     return handle.read(1) != b"\n"
 
 
-def _change_key(change: Any) -> _Key:
-    if not isinstance(change, dict):
-        return ("", None, None)
-    deal = canonical_id(str(change.get("deal")))
-    return (deal, change.get("property"), change.get("after"))
+def _change_key(change: dict[str, str]) -> _Key:
+    return (canonical_id(change["deal"]), change["property"], change["after"])
 
 
 def _is_entry(entry: Any) -> bool:
-    if not isinstance(entry, dict) or not isinstance(entry.get("fingerprint"), str):
+    if not isinstance(entry, dict):
         return False
     at = entry.get("at")
     if isinstance(at, bool) or not isinstance(at, (int, float)):
         return False
+    if not 0 <= at <= LATEST_TIME:
+        return False
+    if isinstance(entry.get("seen"), list):
+        return True
+    if not isinstance(entry.get("fingerprint"), str):
+        return False
     return entry.get("verified") is True or isinstance(entry.get("changes"), list)
+
+
+def _is_change(change: Any) -> bool:
+    """Whether a journal item names a deal, a property and a value, as text."""
+    return isinstance(change, dict) and all(
+        isinstance(change.get(name), str) for name in ("deal", "property", "after")
+    )

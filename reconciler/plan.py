@@ -89,7 +89,7 @@ class Plan:
     def fingerprint(self) -> str:
         """A digest of what the plan sends and expects; names one plan."""
         payload = [
-            [c.deal, c.property, c.before, c.after]
+            [c.deal, c.property, c.type, c.field_type, c.before, c.after]
             for c in (*self.changes, *self.checks)
         ]
         digest = hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()
@@ -210,6 +210,8 @@ def change_to_json(change: Change) -> dict[str, Any]:
         "before": change.before,
         "after": change.after,
     }
+    if change.note is not None:
+        entry["note"] = change.note
     if change.location is not None:
         entry["source"] = {
             "file": change.location.file,
@@ -245,14 +247,33 @@ def load_plan(path: Path) -> Plan:
         batch_size=data["batch_size"],
         skipped=[_skipped_from_json(entry) for entry in data.get("skipped", [])],
     )
-    if plan.fingerprint() != data["fingerprint"]:
-        finding = Finding(
-            Location(str(path), 1, 1),
-            "the plan was edited after it was made (its fingerprint does not match)",
-            "fingerprint",
-        )
-        raise InvalidInputError([finding], f"{path} is not a valid saved plan")
+    edits = _edits(plan, data)
+    if edits:
+        findings = [
+            Finding(Location(str(path), 1, 1), f"the plan was edited: {edit}", "edited")
+            for edit in edits
+        ]
+        raise InvalidInputError(findings, f"{path} is not a valid saved plan")
     return plan
+
+
+def _edits(plan: Plan, data: dict[str, Any]) -> list[str]:
+    """What in a saved plan disagrees with the plan it describes."""
+    edits = []
+    if plan.fingerprint() != data["fingerprint"]:
+        edits.append("its changes do not match its fingerprint")
+    summary = data["summary"]
+    counted = (plan.deal_count, len(plan.changes), len(plan.batches))
+    if (summary["deals"], summary["properties"], summary["batches"]) != counted:
+        edits.append("its summary does not count what its batches hold")
+    if [batch.index for batch in plan.batches] != list(range(1, len(plan.batches) + 1)):
+        edits.append("its batches are not numbered 1, 2, 3, ... in order")
+    if any(len(batch.deals) > plan.batch_size for batch in plan.batches):
+        edits.append(f"a batch holds more than its batch size ({plan.batch_size})")
+    deals = [deal for batch in plan.batches for deal in batch.deals]
+    if deals != sorted(set(deals), key=id_order):
+        edits.append("its deals are repeated or out of order")
+    return edits
 
 
 def _changes_from_json(deals: list[dict[str, Any]], key: str) -> Iterator[Change]:

@@ -172,7 +172,7 @@ def test_saved_plan_that_was_edited_is_refused(tmp_path: Path) -> None:
     plan_file.write_text(plan_file.read_text().replace('"4750"', '"47500"'))
     code, _, err = run("apply", plan_file)
     assert code == 1
-    assert "edited after it was made" in err
+    assert "the plan was edited: its changes do not match its fingerprint" in err
 
 
 def test_output_goes_through_links_and_devices_not_over_them(tmp_path: Path) -> None:

@@ -363,3 +363,56 @@ def test_a_verified_plan_applied_again_is_stale(
     code, _, err = run("apply", tmp_path / "plan.json")
     assert code == 4
     assert 'deal 9000 amount: planned against "0", now "1000"' in err
+
+
+def test_a_value_changed_back_after_an_apply_can_be_put_back(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    sandbox = serve(seed(2))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 2)
+    assert run("apply", desired, "--auto-approve")[0] == 0  # no --wait
+    code, out, _ = run("plan", desired)  # HubSpot shows the values: seen
+    assert (code, out.splitlines()[0]) == (
+        0,
+        "No changes. HubSpot already holds the desired values (2 deals checked).",
+    )
+
+    body = [{"objectId": 9000, "properties": [{"name": "amount", "value": "0"}]}]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.post(f"{sandbox.url}/deals/v1/batch-async/update", json=body, headers=headers)
+
+    code, out, _ = run("plan", desired, "-o", tmp_path / "again.json")
+    assert code == 0
+    assert '      amount  "0" -> "1000"' in out.splitlines()
+    code, out, err = run("apply", tmp_path / "again.json", "--wait")
+    assert code == 0, err
+    assert sandbox.deals["9000"]["amount"] == "1000"
+
+
+def test_resend_overrides_the_processing_guard(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(2), delay=60.0)
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 2)
+    run("plan", desired, "-o", tmp_path / "plan.json")
+    assert run("apply", tmp_path / "plan.json")[0] == 0
+    code, _, err = run("apply", tmp_path / "plan.json")
+    assert code == 1
+    assert "apply with --resend" in err
+    assert run("apply", tmp_path / "plan.json", "--resend")[0] == 0
+    assert len(update_requests(tmp_path)) == 2
+
+
+def test_plan_goes_on_without_notes_when_the_journal_is_unreadable(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(2))
+    desired = tmp_path / "deals.yaml"
+    write_deals(desired, 2)
+    (tmp_path / ".reconciler" / "journal.jsonl").mkdir(parents=True)
+    code, out, err = run("plan", desired)
+    assert code == 0
+    assert "Plan: 1 deal to update" in out
+    assert "cannot read the apply journal" in err

@@ -259,3 +259,39 @@ def test_a_journal_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(ReconcilerError, match="cannot read the apply journal"):
         Journal(path).was_applied("sha256:x")
+
+
+def test_values_seen_in_hubspot_are_no_longer_pending(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl", clock=lambda: 100.0)
+    journal.record("sha256:a", [AMOUNT], at=100.0)
+    assert journal.blocking_apply("sha256:a", now=150.0) == 100.0
+
+    journal.record_seen([(AMOUNT.deal, AMOUNT.property, AMOUNT.after)], at=120.0)
+    fresh = Journal(journal.path)
+    assert fresh.pending(AMOUNT.deal, AMOUNT.property, AMOUNT.after) is None
+    assert fresh.blocking_apply("sha256:a", now=150.0) is None
+    lines_written = journal.path.read_text().splitlines()
+    journal.record_seen([(AMOUNT.deal, AMOUNT.property, AMOUNT.after)], at=130.0)
+    assert journal.path.read_text().splitlines() == lines_written  # nothing pending
+
+
+def test_damaged_times_and_items_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text(
+        '{"fingerprint": "sha256:a", "at": 1e308, "changes": []}\n'
+        '{"fingerprint": "sha256:b", "at": 5, "changes":'
+        ' [{"deal": "abc", "property": [1], "after": {}}]}\n',
+        encoding="utf-8",
+    )
+    journal = Journal(path)
+    assert journal.was_applied("sha256:a") is None
+    assert journal.was_applied("sha256:b") == 5
+    assert journal.pending("abc", "x", "y") is None
+
+
+def test_a_file_where_the_journal_folder_should_be(tmp_path: Path) -> None:
+    (tmp_path / ".reconciler").write_text("not a folder")
+    journal = Journal(tmp_path / ".reconciler" / "journal.jsonl")
+    refused = pytest.raises(ReconcilerError, match=r"\.reconciler is not a folder")
+    with refused, journal.locked():
+        pass

@@ -72,7 +72,9 @@ def test_saved_plan_round_trips_and_refuses_edits(tmp_path: Path) -> None:
     path.write_text(json.dumps(document))
     with pytest.raises(InvalidInputError) as raised:
         load_plan(path)
-    assert "edited after it was made" in raised.value.findings[0].message
+    assert raised.value.findings[0].message == (
+        "the plan was edited: its changes do not match its fingerprint"
+    )
 
     path.write_text('{"format": "reconciler-plan"}')
     with pytest.raises(InvalidInputError, match="not a valid saved plan"):
@@ -115,3 +117,20 @@ def test_8800_real_deals_plan_exactly_the_changes(tmp_path: Path) -> None:
     assert len(expected) == 352
     assert plan.unchanged_deals == 220
     assert [len(batch.deals) for batch in plan.batches] == [100, 100, 100, 52]
+
+
+def test_saved_plan_refuses_edits_outside_the_changes(tmp_path: Path) -> None:
+    plan = build_plan([change(str(n), "amount", "1") for n in (1, 2, 3)], 2)
+    path = tmp_path / "plan.json"
+    document = json.loads(render_plan_file(plan))
+    document["batch_size"] = 1
+    document["summary"]["deals"] = 0
+    document["batches"][0]["index"] = 2
+    path.write_text(json.dumps(document))
+    with pytest.raises(InvalidInputError) as raised:
+        load_plan(path)
+    assert [f.message for f in raised.value.findings] == [
+        "the plan was edited: a batch holds more than its batch size (1)",
+        "the plan was edited: its batches are not numbered 1, 2, 3, ... in order",
+        "the plan was edited: its summary does not count what its batches hold",
+    ]
