@@ -307,11 +307,13 @@ def apply(
         skip_missing=skip_missing,
     ) as settings:
         prepared = commands.plan_for_apply(targets, settings, batch_size)
-        if not prepared.saved and (prepared.plan.is_empty or not auto_approve):
+        if not prepared.saved:
+            # As Terraform does: the plan is shown even when not asked about.
             sys.stdout.write(render.render_plan(prepared.plan, output))
             if prepared.plan.is_empty:
                 return ExitCode.OK
-            _confirm()
+            if not auto_approve:
+                _confirm()
         report = commands.apply_reviewed_plan(
             prepared.plan,
             settings,

@@ -7,6 +7,7 @@ expected in HubSpot (``before``) and the value sent (``after``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -141,8 +142,13 @@ def build_plan(
 # --- the saved plan file ----------------------------------------------------
 
 
-def plan_to_document(plan: Plan) -> dict[str, Any]:
-    """The saved plan as JSON data, in the shape of ``plan.schema.json``."""
+def plan_to_document(plan: Plan, notes: bool = False) -> dict[str, Any]:
+    """The saved plan as JSON data, in the shape of ``plan.schema.json``.
+
+    Review notes ("submitted N s ago") depend on this machine's journal and
+    the time, so the saved file leaves them out: the same desired state and
+    HubSpot values always give the same file, wherever it is made.
+    """
     return {
         "format": PLAN_FORMAT,
         "version": 1,
@@ -163,7 +169,7 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         "batches": [
             {
                 "index": batch.index,
-                "deals": [_deal_to_json(batch, deal) for deal in batch.deals],
+                "deals": [_deal_to_json(batch, deal, notes) for deal in batch.deals],
             }
             for batch in plan.batches
         ],
@@ -190,10 +196,14 @@ def _skipped_from_json(entry: dict[str, Any]) -> Finding:
     return Finding(where, entry["reason"], "missing-deal", deal=entry["deal"])
 
 
-def _deal_to_json(batch: Batch, deal: str) -> dict[str, Any]:
+def _deal_to_json(batch: Batch, deal: str, notes: bool) -> dict[str, Any]:
+    changes = [c for c in batch.changes if c.deal == deal]
     entry: dict[str, Any] = {
         "id": deal,
-        "changes": [change_to_json(c) for c in batch.changes if c.deal == deal],
+        "changes": [
+            change_to_json(c if notes else dataclasses.replace(c, note=None))
+            for c in changes
+        ],
     }
     unchanged = [change_to_json(c) for c in batch.checks if c.deal == deal]
     if unchanged:
@@ -221,9 +231,13 @@ def change_to_json(change: Change) -> dict[str, Any]:
     return entry
 
 
-def render_plan_file(plan: Plan) -> str:
-    """The saved plan file's text; the same plan always gives the same bytes."""
-    return json.dumps(plan_to_document(plan), indent=2, ensure_ascii=False) + "\n"
+def render_plan_file(plan: Plan, notes: bool = False) -> str:
+    """The saved plan file's text; the same plan always gives the same bytes.
+
+    With ``notes`` (for ``--format json``) review notes are included.
+    """
+    document = plan_to_document(plan, notes)
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def load_plan(path: Path) -> Plan:

@@ -1,7 +1,7 @@
 """Rendering results for people (text, Markdown) and machines (JSON).
 
 Every command offers the formats in FORMATS; JSON goes to stdout alone, and a
-plan in JSON is byte for byte the saved plan file.
+plan in JSON is the saved plan file plus any review notes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def render_plan(plan: Plan, fmt: str) -> str:
     renderers: dict[str, Callable[[Plan], str]] = {
         "text": _plan_text,
         "markdown": _plan_markdown,
-        "json": render_plan_file,
+        "json": lambda p: render_plan_file(p, notes=True),
     }
     return renderers[fmt](plan)
 

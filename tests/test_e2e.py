@@ -207,6 +207,16 @@ def test_wait_timeout_and_pending_changes_in_the_next_plan(
     assert code == 0
     assert re.search(r"dealstage .* \[submitted \d+ s ago, awaiting processing\]", out)
 
+    saved = tmp_path / "again.json"
+    code, out, _ = run("plan", case / "desired.yaml", "--format", "json", "-o", saved)
+    change = json.loads(out)["batches"][0]["deals"][0]["changes"][0]
+    assert re.fullmatch(r"submitted \d+ s ago, awaiting processing", change["note"])
+    # The saved file is the same wherever and whenever it is made.
+    assert (
+        "note"
+        not in json.loads(saved.read_text())["batches"][0]["deals"][0]["changes"][0]
+    )
+
 
 def test_token_never_appears_in_any_output(
     serve: type[Sandbox], tmp_path: Path
