@@ -262,6 +262,7 @@ class _Run:
             if result.accepted:
                 return
             outcome.reason = result.reason
+            outcome.correlation_id = result.correlation_id
             if fail_fast:
                 self._stop_fail_fast(batch, result, outcome)
             else:

@@ -244,6 +244,8 @@ def _batch_line(batch: dict[str, Any], esc: Escape) -> str:
     line += f" {esc(', '.join(deals))})"
     if batch.get("reason") and batch["state"] in REASON_STATES:
         line += f": {esc(batch['reason'])}"
+        if batch.get("correlation_id"):
+            line += f" [correlationId {esc(batch['correlation_id'])}]"
     if batch["rejected"] and batch["applied"]:
         line += f"; rejected {esc(', '.join(batch['rejected']))}"
     if batch.get("unanswered") and batch["state"] != "interrupted":

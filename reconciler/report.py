@@ -89,6 +89,7 @@ class BatchOutcome:
     fates: dict[str, DealFate] = field(default_factory=dict)
     requests: int = 0
     reason: str | None = None
+    correlation_id: str | None = None
 
     def __post_init__(self) -> None:
         for deal in self.deals:
@@ -140,6 +141,7 @@ class BatchOutcome:
             "unanswered": self.unanswered,
             "requests": self.requests,
             "reason": self.reason,
+            "correlation_id": self.correlation_id,
         }
 
 

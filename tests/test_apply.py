@@ -335,6 +335,7 @@ def test_split_report_as_dict() -> None:
         "unanswered": [],
         "requests": 3,
         "reason": "platinum was not one of the allowed options: [...]",
+        "correlation_id": "00000000-0000-0000-0000-000000000020",
     }
     assert data["rejected"] == [
         {

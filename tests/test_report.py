@@ -61,6 +61,7 @@ def test_outcome_lists_and_counts_come_from_the_fates() -> None:
         "unanswered": [],
         "requests": 4,
         "reason": None,
+        "correlation_id": None,
     }
     counts = data["counts"]
     assert (counts["deals"], counts["deals_applied"], counts["deals_rejected"]) == (
