@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,15 +155,18 @@ def plan_paths(paths: Sequence[Path], settings: Settings) -> Plan:
         # The desired state's own problems come first, before HubSpot is read;
         # the stage checks that need each deal's pipeline follow the read.
         values = validate_state(state, definitions)
-        snapshot = read_snapshot(client, list(state.deals), _read_names(values))
+        names = [value.property for value in values]
+        snapshot = read_snapshot(client, list(state.deals), _read_names(names))
         problems = check_pipelines(values, definitions, snapshot)
         if problems:
             raise InvalidInputError(problems)
     return _plan(state, values, snapshot, settings, live=not settings.snapshot_paths)
 
 
-def _read_names(values: Sequence[DesiredValue]) -> list[str]:
-    names = {value.property for value in values}
+def _read_names(properties: Iterable[str]) -> list[str]:
+    """The properties to read: the managed ones, and both of a deal's pipeline
+    and stage when either is managed, since each is checked against the other."""
+    names = set(properties)
     if names & {"dealstage", "pipeline"}:
         names |= {"dealstage", "pipeline"}
     return sorted(names)
@@ -223,12 +226,17 @@ def _mark_pending(change: Change, journal: Journal, now: float) -> Change:
 
 
 def take_snapshot(paths: Sequence[Path], settings: Settings) -> Snapshot:
-    """``reconciler snapshot``: the live values of the managed deals."""
+    """``reconciler snapshot``: the live values of the managed deals.
+
+    Only the files' structure must be sound; values need not be valid, since
+    nothing is sent and the snapshot is often what helps to fix them.
+    """
     state = read_desired(paths)
+    if state.problems:
+        raise InvalidInputError(state.problems)
     client = settings.require_client("snapshot")
-    definitions = load_definitions(settings, client)
-    values = validate_state(state, definitions)
-    return read_snapshot(client, list(state.deals), _read_names(values))
+    names = (key.text for deal in state.deals.values() for key, _ in deal.properties)
+    return read_snapshot(client, list(state.deals), _read_names(names))
 
 
 @dataclass

@@ -430,3 +430,15 @@ def test_plan_goes_on_without_notes_when_the_journal_is_unreadable(
     assert code == 0
     assert "Plan: 1 deal to update" in out
     assert "cannot read the apply journal" in err
+
+
+def test_snapshot_does_not_need_valid_values(
+    serve: type[Sandbox], tmp_path: Path
+) -> None:
+    serve(seed(2))
+    desired = tmp_path / "deals.yaml"
+    desired.write_text('deals:\n  "9001":\n    amount: "1,500"\n')
+    code, _, err = run("snapshot", desired, "-o", tmp_path / "snap.json")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "snap.json").read_text())
+    assert saved["deals"]["9001"]["amount"] == "1001.00"
