@@ -47,6 +47,14 @@ def serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[type[Sand
         sandbox.stop()
 
 
+def change_in_hubspot(sandbox: Sandbox, deal: int, name: str, value: str) -> None:
+    """Someone else changes a value in HubSpot (here, the sandbox)."""
+    body = [{"objectId": deal, "properties": [{"name": name, "value": value}]}]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{sandbox.url}/deals/v1/batch-async/update"
+    assert httpx.post(url, json=body, headers=headers).status_code == 202
+
+
 def update_requests(tmp_path: Path) -> list[dict[str, object]]:
     lines = (tmp_path / "requests.jsonl").read_text().splitlines()
     entries = [json.loads(line) for line in lines]
@@ -115,9 +123,7 @@ def test_stale_plan_sends_nothing(serve: type[Sandbox], tmp_path: Path) -> None:
     write_deals(desired, 3)
     assert run("plan", desired, "-o", tmp_path / "plan.json")[0] == 0
 
-    body = [{"objectId": 9002, "properties": [{"name": "amount", "value": "77"}]}]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    httpx.post(f"{sandbox.url}/deals/v1/batch-async/update", json=body, headers=headers)
+    change_in_hubspot(sandbox, 9002, "amount", "77")
 
     code, _, err = run("apply", tmp_path / "plan.json")
     assert code == 4
@@ -316,11 +322,7 @@ def test_plan_is_stale_when_an_unchanged_managed_value_moved(
         ["dealstage"],
     )
 
-    body = [
-        {"objectId": 9001, "properties": [{"name": "dealstage", "value": "closedwon"}]}
-    ]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    httpx.post(f"{sandbox.url}/deals/v1/batch-async/update", json=body, headers=headers)
+    change_in_hubspot(sandbox, 9001, "dealstage", "closedwon")
 
     code, _, err = run("apply", tmp_path / "plan.json")
     assert code == 4
@@ -392,9 +394,7 @@ def test_a_value_changed_back_after_an_apply_can_be_put_back(
         "No changes. HubSpot already holds the desired values (2 deals checked).",
     )
 
-    body = [{"objectId": 9000, "properties": [{"name": "amount", "value": "0"}]}]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    httpx.post(f"{sandbox.url}/deals/v1/batch-async/update", json=body, headers=headers)
+    change_in_hubspot(sandbox, 9000, "amount", "0")
 
     code, out, _ = run("plan", desired, "-o", tmp_path / "again.json")
     assert code == 0
