@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[type[Sand
             load_pipelines(None),
             TOKEN,
             log_path=tmp_path / "requests.jsonl",
-            **options,  # type: ignore[arg-type]
+            **options,
         )
         sandbox.start()
         started.append(sandbox)
@@ -55,7 +56,7 @@ def change_in_hubspot(sandbox: Sandbox, deal: int, name: str, value: str) -> Non
     assert httpx.post(url, json=body, headers=headers).status_code == 202
 
 
-def update_requests(tmp_path: Path) -> list[dict[str, object]]:
+def update_requests(tmp_path: Path) -> list[dict[str, Any]]:
     lines = (tmp_path / "requests.jsonl").read_text().splitlines()
     entries = [json.loads(line) for line in lines]
     return [e for e in entries if e["path"] == "/deals/v1/batch-async/update"]
@@ -107,8 +108,8 @@ def test_plan_apply_wait_then_plan_is_empty(
     assert out.startswith("No changes.")
     sent = update_requests(tmp_path)
     assert len(sent) == 3  # ceil(249 changed deals / 100)
-    assert [len(entry["body"]) for entry in sent] == [100, 100, 49]  # type: ignore[arg-type]
-    assert sent[0]["body"][0] == {  # type: ignore[index]
+    assert [len(entry["body"]) for entry in sent] == [100, 100, 49]
+    assert sent[0]["body"][0] == {
         "objectId": 9000,
         "properties": [
             {"name": "amount", "value": "1000"},
@@ -345,7 +346,7 @@ def test_apply_of_a_saved_plan_rebatches_at_the_given_batch_size(
     assert "batch 3: applied (1 deal: 9003)" in out
     assert "Apply: 3 deals applied, 0 rejected in 3 batches; 4 requests." in out
     sent = update_requests(tmp_path)
-    assert [[e["objectId"] for e in entry["body"]] for entry in sent] == [  # type: ignore[attr-defined]
+    assert [[e["objectId"] for e in entry["body"]] for entry in sent] == [
         [9000],
         [9002],
         [9003],
