@@ -62,13 +62,16 @@ def update_requests(tmp_path: Path) -> list[dict[str, Any]]:
     return [e for e in entries if e["path"] == "/deals/v1/batch-async/update"]
 
 
-def write_deals(path: Path, count: int) -> None:
+def write_deals(folder: Path, count: int) -> Path:
+    """deals.yaml in ``folder``: deals 9000.. to amount 1000.., stage contractsent."""
+    path = folder / "deals.yaml"
     lines = ["deals:"]
     for n in range(count):
         lines.append(
             f'  "{9000 + n}":\n    amount: {n + 1000}\n    dealstage: contractsent'
         )
     path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def seed(count: int) -> Snapshot:
@@ -89,8 +92,7 @@ def test_plan_apply_wait_then_plan_is_empty(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(250))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 250)
+    desired = write_deals(tmp_path, 250)
 
     code, out, err = run(
         "plan", desired, "-o", tmp_path / "plan.json", "--detailed-exitcode"
@@ -120,8 +122,7 @@ def test_plan_apply_wait_then_plan_is_empty(
 
 def test_stale_plan_sends_nothing(serve: type[Sandbox], tmp_path: Path) -> None:
     sandbox = serve(seed(3))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 3)
+    desired = write_deals(tmp_path, 3)
     assert run("plan", desired, "-o", tmp_path / "plan.json")[0] == 0
 
     change_in_hubspot(sandbox, 9002, "amount", "77")
@@ -233,8 +234,7 @@ def test_token_never_appears_in_any_output(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(2))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 2)
+    desired = write_deals(tmp_path, 2)
     outputs = [run("-vv", "plan", desired, "-o", tmp_path / "plan.json")]
     outputs.append(run("-vv", "apply", tmp_path / "plan.json", "--wait"))
     outputs.append(run("-vv", "snapshot", desired, "-o", tmp_path / "snap.json"))
@@ -252,8 +252,7 @@ def test_wrong_token_is_refused_without_echoing_it(
 ) -> None:
     serve(seed(2))
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-wrong-token")
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 1)
+    desired = write_deals(tmp_path, 1)
     code, out, err = run("plan", desired)
     assert code == 1
     assert "401" in err
@@ -264,8 +263,7 @@ def test_snapshot_command_saves_live_values(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(3))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 3)
+    desired = write_deals(tmp_path, 3)
     desired.write_text(desired.read_text() + '  "1":\n    amount: 5\n')
     code, _, err = run("snapshot", desired, "-o", tmp_path / "snap.json")
     assert code == 0, err
@@ -293,8 +291,7 @@ def test_apply_of_paths_confirms_before_sending(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(2))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 2)
+    desired = write_deals(tmp_path, 2)
     code, out, err = run("apply", desired)
     assert code == 64
     assert "pass --auto-approve" in err
@@ -311,8 +308,7 @@ def test_plan_is_stale_when_an_unchanged_managed_value_moved(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     sandbox = serve(seed(3))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 3)
+    desired = write_deals(tmp_path, 3)
     # Deal 9001 already holds its desired dealstage; only its amount changes.
     desired.write_text(desired.read_text().replace("amount: 1001", "amount: 1500"))
     assert run("plan", desired, "-o", tmp_path / "plan.json")[0] == 0
@@ -335,8 +331,7 @@ def test_apply_of_a_saved_plan_rebatches_at_the_given_batch_size(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(4))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 4)
+    desired = write_deals(tmp_path, 4)
     assert run("plan", desired, "-o", tmp_path / "plan.json")[0] == 0
     saved = json.loads((tmp_path / "plan.json").read_text())
     assert (saved["batch_size"], len(saved["batches"])) == (100, 1)
@@ -357,8 +352,7 @@ def test_a_saved_plan_is_not_resent_while_hubspot_may_be_processing(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(2), delay=60.0)
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 2)
+    desired = write_deals(tmp_path, 2)
     run("plan", desired, "-o", tmp_path / "plan.json")
     assert run("apply", tmp_path / "plan.json")[0] == 0
 
@@ -372,8 +366,7 @@ def test_a_verified_plan_applied_again_is_stale(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(2))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 2)
+    desired = write_deals(tmp_path, 2)
     run("plan", desired, "-o", tmp_path / "plan.json")
     assert run("apply", tmp_path / "plan.json", "--wait")[0] == 0
 
@@ -386,8 +379,7 @@ def test_a_value_changed_back_after_an_apply_can_be_put_back(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     sandbox = serve(seed(2))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 2)
+    desired = write_deals(tmp_path, 2)
     assert run("apply", desired, "--auto-approve")[0] == 0  # no --wait
     code, out, _ = run("plan", desired)  # HubSpot shows the values: seen
     assert (code, out.splitlines()[0]) == (
@@ -409,8 +401,7 @@ def test_resend_overrides_the_processing_guard(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(2), delay=60.0)
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 2)
+    desired = write_deals(tmp_path, 2)
     run("plan", desired, "-o", tmp_path / "plan.json")
     assert run("apply", tmp_path / "plan.json")[0] == 0
     code, _, err = run("apply", tmp_path / "plan.json")
@@ -424,8 +415,7 @@ def test_plan_goes_on_without_notes_when_the_journal_is_unreadable(
     serve: type[Sandbox], tmp_path: Path
 ) -> None:
     serve(seed(2))
-    desired = tmp_path / "deals.yaml"
-    write_deals(desired, 2)
+    desired = write_deals(tmp_path, 2)
     (tmp_path / ".reconciler" / "journal.jsonl").mkdir(parents=True)
     code, out, err = run("plan", desired)
     assert code == 0
