@@ -10,7 +10,7 @@ it; the report derives everything else from those fates.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from reconciler.errors import (
@@ -22,7 +22,7 @@ from reconciler.errors import (
 from reconciler.hubspot import HubSpotClient, UpdateResult
 from reconciler.journal import Journal
 from reconciler.plan import Batch, Change, Plan, build_plan, build_request_body
-from reconciler.properties import PropertyDefinition, display_value, same_value
+from reconciler.properties import display_value, same_value
 from reconciler.report import (
     APPLIED,
     FAILED,
@@ -44,7 +44,7 @@ from reconciler.report import (
     VerifyState,
     change_key,
 )
-from reconciler.snapshot import canonical_id, id_order
+from reconciler.snapshot import Snapshot, add_response, canonical_id, sorted_ids
 
 # Callers may import the report model and the journal from here as well.
 __all__ = [
@@ -115,23 +115,16 @@ def check_stale(plan: Plan, client: HubSpotClient) -> None:
 
 def read_values(client: HubSpotClient, changes: Sequence[Change]) -> dict[str, Values]:
     """The live values of the changed properties, by canonical deal ID."""
-    deals = _sorted_ids({change.deal for change in changes})
+    deals = sorted_ids(change.deal for change in changes)
     properties = sorted({change.property for change in changes})
     results, _missing = client.read_deals(deals, properties)
-    current: dict[str, Values] = {}
-    for record in results:
-        if record.get("archived") is True:
-            continue
-        values = record.get("properties") or {}
-        current[canonical_id(str(record.get("id")))] = {
-            name: None if value is None else str(value)
-            for name, value in values.items()
-        }
-    return current
+    current = Snapshot(source="HubSpot")
+    add_response(current, {"results": results}, "HubSpot")
+    return current.deals
 
 
 def _drift(change: Change, values: Values | None) -> str | None:
-    definition = _definition(change)
+    definition = change.definition()
     planned = display_value(definition, change.before)
     where = f"{change.location}: " if change.location else ""
     subject = f"{where}deal {change.deal} {change.property}"
@@ -145,12 +138,6 @@ def _drift(change: Change, values: Values | None) -> str | None:
         return None
     now = display_value(definition, current)
     return f"{subject}: planned against {planned}, now {now}"
-
-
-def _definition(change: Change) -> PropertyDefinition:
-    return PropertyDefinition(
-        name=change.property, type=change.type, field_type=change.field_type
-    )
 
 
 # --- applying --------------------------------------------------------------
@@ -277,7 +264,7 @@ class _Run:
 
     def _update(self, changes: Sequence[Change], outcome: BatchOutcome) -> UpdateResult:
         """Send one request and record what became of its deals."""
-        deals = _sorted_ids({change.deal for change in changes})
+        deals = sorted_ids({change.deal for change in changes})
         outcome.requests += 1
         self._in_flight = _InFlight(outcome, changes, deals, self.client.requests_sent)
         try:
@@ -303,7 +290,7 @@ class _Run:
         self, changes: Sequence[Change], result: UpdateResult, outcome: BatchOutcome
     ) -> None:
         """Halve a rejected set until each deal at fault is refused alone."""
-        deals = _sorted_ids({change.deal for change in changes})
+        deals = sorted_ids({change.deal for change in changes})
         if len(deals) == 1:
             self._reject(deals[0], changes, result, outcome)
             return
@@ -435,7 +422,7 @@ class _Run:
         unseen = []
         for change in changes:
             value = current.get(canonical_id(change.deal), {}).get(change.property)
-            if not same_value(_definition(change), value, change.after):
+            if not same_value(change.definition(), value, change.after):
                 unseen.append(UnseenValue(change, value))
         return unseen
 
@@ -469,7 +456,3 @@ def _batch_message(outcome: BatchOutcome, total: int) -> str:
     if outcome.state == PARTLY_APPLIED:
         message += f" ({len(outcome.applied)} of {len(outcome.deals)} deals)"
     return message
-
-
-def _sorted_ids(ids: Iterable[str]) -> list[str]:
-    return sorted(set(ids), key=id_order)

@@ -18,7 +18,7 @@ from typing import Any
 from reconciler import __version__, schema
 from reconciler.errors import Finding, InvalidInputError, Location
 from reconciler.properties import PropertyDefinition, load_json_file
-from reconciler.snapshot import id_order
+from reconciler.snapshot import id_order, sorted_ids
 
 PLAN_FORMAT = "reconciler-plan"
 MAX_BATCH_SIZE = 100
@@ -54,7 +54,7 @@ class Batch:
 
     @property
     def deals(self) -> list[str]:
-        return sorted({change.deal for change in self.changes}, key=id_order)
+        return sorted_ids(change.deal for change in self.changes)
 
     def request_body(self) -> list[dict[str, Any]]:
         """The JSON array ``POST /deals/v1/batch-async/update`` expects."""

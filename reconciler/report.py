@@ -15,7 +15,7 @@ from typing import Any, Literal
 from reconciler.errors import ExitCode
 from reconciler.hubspot import PropertyError
 from reconciler.plan import Change, change_to_json
-from reconciler.snapshot import id_order
+from reconciler.snapshot import id_order, sorted_ids
 
 BatchState = Literal[
     "applied",
@@ -121,7 +121,7 @@ class BatchOutcome:
         return self._deals_that("unanswered")
 
     def _deals_that(self, fate: DealFate) -> list[str]:
-        return _sorted_ids(deal for deal, met in self.fates.items() if met == fate)
+        return sorted_ids(deal for deal, met in self.fates.items() if met == fate)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data; deals in ascending ID order.
@@ -132,10 +132,10 @@ class BatchOutcome:
         return {
             "index": self.index,
             "state": self.state,
-            "deals": _sorted_ids(self.deals),
+            "deals": sorted_ids(self.deals),
             "applied": self.applied,
             "rejected": self.rejected,
-            "not_applied": _sorted_ids(
+            "not_applied": sorted_ids(
                 deal for deal, fate in self.fates.items() if fate != "applied"
             ),
             "unanswered": self.unanswered,
@@ -270,10 +270,6 @@ class ApplyReport:
 def change_key(change: Change) -> tuple[tuple[int, str], str]:
     """Sort key: deal ID ascending, then property name."""
     return (id_order(change.deal), change.property)
-
-
-def _sorted_ids(ids: Iterable[str]) -> list[str]:
-    return sorted(set(ids), key=id_order)
 
 
 def _deal_key(deal: RejectedDeal) -> tuple[int, str]:

@@ -50,6 +50,11 @@ def id_order(deal_id: str) -> tuple[int, str]:
     return (len(deal_id), deal_id)
 
 
+def sorted_ids(ids: Iterable[str]) -> list[str]:
+    """Distinct canonical deal IDs in ascending numeric order."""
+    return sorted(set(ids), key=id_order)
+
+
 # --- reading files ---------------------------------------------------------
 
 
